@@ -1,0 +1,53 @@
+"""Render every ``benchmarks/results/*.json`` into ``docs/performance.md``.
+
+Run ``make perf-doc`` (or ``python benchmarks/render_performance.py``) after a benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "docs" / "performance.md"
+
+HEADER = """# Performance
+
+Every table below is generated from a JSON file in `benchmarks/results/`, written by the
+benchmark script named under it, on the machine described there (this project's
+development machine: 2 CPU cores, no GPU). Timings on a shared machine are noisy: compare
+ratios measured within one run rather than absolute numbers across runs.
+Regenerate this page with `make perf-doc`.
+"""
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render() -> str:
+    parts = [HEADER]
+    for path in sorted(RESULTS.glob("*.json")):
+        res = json.loads(path.read_text())
+        m = res.get("machine", {})
+        parts.append(f"\n## {res['title']}\n")
+        parts.append(
+            f"Command: `{res['command']}` — {res['date']}, {m.get('cpu_count')} cores, "
+            f"torch {m.get('torch')}, {m.get('torch_threads')} threads. "
+            f"Source: `benchmarks/results/{path.name}`.\n"
+        )
+        cols = res["columns"]
+        parts.append("| " + " | ".join(cols) + " |")
+        parts.append("|" + "---|" * len(cols))
+        parts.extend("| " + " | ".join(_cell(v) for v in row) + " |" for row in res["rows"])
+        if res.get("notes"):
+            parts.append("\n" + res["notes"].strip() + "\n")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    print(f"wrote {OUT}")

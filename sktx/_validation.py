@@ -69,11 +69,35 @@ def _fmt(items: Iterable[object], limit: int = 8) -> str:
     return shown + more
 
 
-def _check_labels(adata, key: str, role: str, param: str) -> np.ndarray:
+def _columns_holding(obs: pd.DataFrame, value: str) -> list[str]:
+    """``obs`` columns in which some cell has the label ``value`` (for hints)."""
+    found = []
+    for name, col in obs.items():
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            if value in col.cat.categories:
+                found.append(str(name))
+        elif col.dtype == object and (col == value).any():
+            found.append(str(name))
+    return found
+
+
+def _check_labels(
+    adata, key: str, role: str, param: str, control_label: str | None = None
+) -> np.ndarray:
     if key not in adata.obs.columns:
+        hint = ""
+        if control_label is not None:
+            guesses = _columns_holding(adata.obs, control_label)
+            # Columns named like a perturbation column are the likelier answer.
+            guesses.sort(key=lambda c: not any(w in c.lower() for w in ("pert", "target")))
+            if guesses:
+                hint = (
+                    f" Columns holding the control label {control_label!r}: {_fmt(guesses)} "
+                    f"(e.g. `{param}={guesses[0]!r}`)."
+                )
         raise DataContractError(
             f"`obs[{key!r}]` not found; available columns: {_fmt(adata.obs.columns, 20)}. "
-            f"Pass `{param}=` naming the column that holds the {role}."
+            f"Pass `{param}=` naming the column that holds the {role}.{hint}"
         )
     col = adata.obs[key]
     if col.isna().any():
@@ -82,15 +106,16 @@ def _check_labels(adata, key: str, role: str, param: str) -> np.ndarray:
             f"`obs[{key!r}]` has {int(col.isna().sum())} missing values (e.g. cells "
             f"{_fmt(bad)}). Every cell needs a {role} label; fill or drop those cells."
         )
-    values = col.astype(object).to_numpy()
-    non_str = [v for v in values[:10000] if not isinstance(v, str)]
-    if non_str:
+    # Categoricals are checked on their categories: one pass over the few labels.
+    pool = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else col
+    if pd.api.types.infer_dtype(pool, skipna=False) != "string":
+        bad = next(v for v in pool if not isinstance(v, str))
         raise DataContractError(
-            f"`obs[{key!r}]` must hold strings, found {type(non_str[0]).__name__} values such "
-            f"as {non_str[0]!r}. Convert with `adata.obs[{key!r}] = "
+            f"`obs[{key!r}]` must hold strings, found {type(bad).__name__} values such "
+            f"as {bad!r}. Convert with `adata.obs[{key!r}] = "
             f"adata.obs[{key!r}].astype(str)` (on a copy if the original must stay as it is)."
         )
-    return values.astype(str)
+    return col.astype(object).to_numpy().astype(str)
 
 
 def _check_finite_nonnegative(X, where: str, obs_names: Sequence[str]) -> None:
@@ -246,7 +271,9 @@ def validate_adata(
     if perturbation_key is None:
         return None
 
-    labels = _check_labels(adata, perturbation_key, "perturbation", "perturbation_key")
+    labels = _check_labels(
+        adata, perturbation_key, "perturbation", "perturbation_key", control_label
+    )
     is_control = labels == control_label
     if require_control and not is_control.any():
         counts = pd.Series(labels).value_counts()
@@ -259,8 +286,10 @@ def validate_adata(
     perts = sorted(set(labels[~is_control].tolist()))
     if require_perturbed and not perts:
         raise DataContractError(
-            f"every cell is a control (`{control_label}`); at least one perturbation with "
-            f"cells is needed in `obs[{perturbation_key!r}]`."
+            f"every cell is a control: all {len(labels)} cells have "
+            f"`obs[{perturbation_key!r}] == {control_label!r}`. At least one perturbation with "
+            "cells is needed; check `control_label=` and `perturbation_key=`, or add the "
+            "perturbed cells."
         )
     cell_types = None
     if cell_type_key is not None:
@@ -334,8 +363,12 @@ def is_log_normalized(adata, *, layer: str | None = None) -> bool:
     """
     if "log1p" in adata.uns:
         return True
-    X = get_matrix(adata, layer)
-    rows = X[: min(_SNIFF_ROWS, X.shape[0])]
+    if adata.isbacked and layer is None:
+        # Read only the first rows: a backed file is never loaded whole to sniff it.
+        rows = adata.X[: min(_SNIFF_ROWS, adata.n_obs)]
+    else:
+        X = get_matrix(adata, layer)
+        rows = X[: min(_SNIFF_ROWS, X.shape[0])]
     data = rows.data if sp.issparse(rows) else np.asarray(rows).ravel()
     data = data[data != 0]
     if data.size == 0:
@@ -343,11 +376,12 @@ def is_log_normalized(adata, *, layer: str | None = None) -> bool:
     return not np.allclose(data, np.round(data))
 
 
-def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None):
+def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None, force: bool = False):
     """Return a log1p-normalised copy of ``adata`` (the input is not modified).
 
     Uses :func:`scanpy.pp.normalize_total` then :func:`scanpy.pp.log1p`. If the
-    data already look log-normalised the copy is returned unchanged.
+    data already look log-normalised (see :func:`is_log_normalized`) the copy
+    is returned unchanged, unless ``force=True``.
 
     Parameters
     ----------
@@ -357,6 +391,9 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None):
         Counts per cell after normalisation (fixed, so train and test match).
     layer : str, optional
         Read counts from this layer; the result is in ``X``.
+    force : bool, default=False
+        Normalise even when the matrix does not look like counts (e.g.
+        non-integer ambient-corrected counts).
 
     Returns
     -------
@@ -371,16 +408,23 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None):
     >>> bool(out.X.max() < 10)
     True
     """
-    import scanpy as sc
-
     out = adata.copy()
     if layer is not None:
         out.X = get_matrix(adata, layer).copy()
-    if is_log_normalized(out):
+    if not force and is_log_normalized(out):
         return out
-    if not np.issubdtype(out.X.dtype, np.floating):
-        out.X = out.X.astype(np.float32)
-    out.layers["counts"] = out.X.copy()
-    sc.pp.normalize_total(out, target_sum=target_sum)
-    sc.pp.log1p(out)
+    _log_normalize_inplace(out, target_sum)
     return out
+
+
+def _log_normalize_inplace(adata, target_sum: float) -> None:
+    """Normalise ``adata`` (owned by the caller) in place; counts go to a layer."""
+    import scanpy as sc
+
+    if not np.issubdtype(adata.X.dtype, np.floating):
+        adata.X = adata.X.astype(np.float32)
+    adata.layers["counts"] = adata.X.copy()
+    # A stale marker would make scanpy warn and skip nothing; it is rewritten below.
+    adata.uns.pop("log1p", None)
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)

@@ -1,0 +1,14 @@
+"""Training reports: a self-contained HTML page and a Markdown summary per run.
+
+A run directory (written by ``sktx train`` / ``sktx demo`` or
+:meth:`RunRecord.save`) holds plain files — ``config.json``, ``data.json``,
+``history.csv``, ``metrics.csv``/``metrics.json``, ``per_perturbation.csv``,
+``genes.csv``, ``deltas.csv.gz`` — and :func:`write_report` turns them into
+``report.html`` (figures embedded as base64 PNG, opens offline) and
+``report.md`` (figures under ``figures/``).
+"""
+
+from sktx.report._html import write_report
+from sktx.report._record import RunRecord, lower_is_better
+
+__all__ = ["RunRecord", "lower_is_better", "write_report"]

@@ -1,0 +1,204 @@
+"""scikit-learn scorers: predict held-out perturbations from controls, then score."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sktx._validation import DataContractError, get_matrix, is_log_normalized, log_normalize
+from sktx.metrics._functions import METRICS, perturbation_metrics, vcc_score
+
+__all__ = [
+    "PerturbationScorer",
+    "des_scorer",
+    "get_scorer",
+    "mae_scorer",
+    "pds_scorer",
+    "pearson_delta_scorer",
+    "top_de_mse_scorer",
+    "vcc_scorer",
+]
+
+_DEFAULTS = {
+    "perturbation_key": "target_gene",
+    "control_label": "non-targeting",
+    "cell_type_key": None,
+}
+
+
+def _from_estimator(estimator, name: str):
+    """``name`` as set on the estimator or any step of it (``model__perturbation_key``)."""
+    try:
+        params = estimator.get_params(deep=True)
+    except (AttributeError, TypeError):
+        return _DEFAULTS[name]
+    if name in params:
+        return params[name]
+    hits = [v for k, v in params.items() if k.endswith(f"__{name}")]
+    return hits[-1] if hits else _DEFAULTS[name]
+
+
+class PerturbationScorer:
+    """Score an estimator on the perturbations of a test split.
+
+    Called as ``scorer(estimator, adata)`` (what ``GridSearchCV(scoring=...)``
+    and ``cross_validate`` do), it builds the query with
+    :func:`sktx.model_selection.make_query` — the test split's control cells
+    relabelled with each held-out perturbation, one query cell per real
+    perturbed cell, drawn from the controls of the same cell type — calls
+    ``estimator.predict(query)``, appends the real control cells to the
+    prediction and compares it with the real perturbed cells.
+
+    Parameters
+    ----------
+    metric : {"des", "pds", "mae", "pearson_delta", "top_de_mse", "vcc"}
+        What to compute (see :mod:`sktx.metrics`); ``"vcc"`` is the overall
+        score scaled against the cell-mean baseline of the test split.
+    greater_is_better : bool, default=True
+        If False the value is negated (scikit-learn maximises scores).
+    perturbation_key, control_label, cell_type_key : str, optional
+        Default: read from the estimator (or a step of a pipeline) when it has
+        such a parameter, else ``"target_gene"``, ``"non-targeting"``, None.
+    random_state : int, default=0
+        Which control cells make the query.
+
+    Notes
+    -----
+    Predictions are clipped at 0 before scoring (cell-eval rejects negative
+    values). The real data are log1p-normalised first when they hold counts.
+    When the estimator predicts a subset of genes (e.g. after a
+    ``GeneSelector``), the real data are restricted to those genes, so scores
+    of models using different gene sets are not strictly comparable.
+
+    Examples
+    --------
+    >>> from sktx.baselines import MeanBaseline
+    >>> from sktx.datasets import make_perturbseq
+    >>> adata = make_perturbseq(n_cells=300, n_genes=40, n_perturbations=4, random_state=0)
+    >>> model = MeanBaseline().fit(adata)
+    >>> 0.0 <= PerturbationScorer("pds")(model, adata) <= 1.0
+    True
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        *,
+        greater_is_better: bool = True,
+        perturbation_key: str | None = None,
+        control_label: str | None = None,
+        cell_type_key: str | None = None,
+        random_state: int = 0,
+    ) -> None:
+        if metric not in (*METRICS, "vcc"):
+            raise ValueError(f"unknown metric {metric!r}; choose from {[*METRICS, 'vcc']}.")
+        self.metric = metric
+        self.greater_is_better = greater_is_better
+        self.perturbation_key = perturbation_key
+        self.control_label = control_label
+        self.cell_type_key = cell_type_key
+        self.random_state = random_state
+
+    def __repr__(self) -> str:
+        sign = "" if self.greater_is_better else ", greater_is_better=False"
+        return f"PerturbationScorer({self.metric!r}{sign})"
+
+    def _keys(self, estimator) -> dict:
+        keys = {}
+        for name in _DEFAULTS:
+            given = getattr(self, name)
+            keys[name] = given if given is not None else _from_estimator(estimator, name)
+        return keys
+
+    def _real_and_pred(self, estimator, X):
+        """The real test cells and the prediction for them, on the predicted genes."""
+        import anndata as ad
+
+        from sktx.model_selection import make_query
+
+        keys = self._keys(estimator)
+        real = X if is_log_normalized(X) else log_normalize(X)
+        query = make_query(real, random_state=self.random_state, **keys)
+        out = estimator.predict(query)
+        if not isinstance(out, ad.AnnData) or out.n_obs != query.n_obs:
+            raise TypeError(
+                f"{type(estimator).__name__}.predict(query) must return an AnnData with one "
+                f"row per query cell ({query.n_obs}), got {type(out).__name__}."
+            )
+        genes = pd.Index(out.var_names)
+        missing = genes.difference(real.var_names)
+        if len(missing):
+            raise DataContractError(
+                f"the prediction has {len(missing)} genes not in the scored data "
+                f"(e.g. {list(missing[:5])}); predict genes of the input only."
+            )
+        cols = pd.Index(real.var_names).get_indexer(genes)
+        real_X = get_matrix(real)[:, cols]
+        obs_cols = [k for k in (keys["perturbation_key"], keys["cell_type_key"]) if k]
+        is_ctrl = (
+            real.obs[keys["perturbation_key"]].astype(str) == keys["control_label"]
+        ).to_numpy()
+        pred_X = np.clip(np.asarray(get_matrix(out), dtype=np.float64), 0.0, None)
+        ctrl_X = real_X[is_ctrl]
+        ctrl_X = ctrl_X.toarray() if sp.issparse(ctrl_X) else ctrl_X
+        pred_obs = pd.concat(
+            [query.obs[obs_cols].astype(str), real.obs[obs_cols][is_ctrl].astype(str)]
+        )
+        pred_obs.index = pd.Index([f"c{i}" for i in range(len(pred_obs))])
+        var = pd.DataFrame(index=genes)
+        pred = ad.AnnData(np.vstack([pred_X, ctrl_X]), obs=pred_obs, var=var)
+        real_obs = real.obs[obs_cols].astype(str)
+        real_obs.index = pd.Index([f"r{i}" for i in range(len(real_obs))])
+        return ad.AnnData(real_X, obs=real_obs, var=var.copy()), pred, keys
+
+    def __call__(self, estimator, X, y=None) -> float:
+        real, pred, keys = self._real_and_pred(estimator, X)
+        if self.metric == "vcc":
+            value = vcc_score(real, pred, **keys)
+        else:
+            table = perturbation_metrics(real, pred, metrics=[self.metric], **keys)
+            value = float(np.nan_to_num(table[self.metric].to_numpy(float), nan=0.0).mean())
+        return value if self.greater_is_better else -value
+
+
+des_scorer = PerturbationScorer("des")
+pds_scorer = PerturbationScorer("pds")
+mae_scorer = PerturbationScorer("mae", greater_is_better=False)
+pearson_delta_scorer = PerturbationScorer("pearson_delta")
+top_de_mse_scorer = PerturbationScorer("top_de_mse", greater_is_better=False)
+vcc_scorer = PerturbationScorer("vcc")
+
+_SCORERS = {
+    "des": des_scorer,
+    "pds": pds_scorer,
+    "neg_mae": mae_scorer,
+    "pearson_delta": pearson_delta_scorer,
+    "neg_top_de_mse": top_de_mse_scorer,
+    "vcc": vcc_scorer,
+}
+
+
+def get_scorer(name: str) -> PerturbationScorer:
+    """A fresh copy of a named scorer.
+
+    Parameters
+    ----------
+    name : {"des", "pds", "neg_mae", "pearson_delta", "neg_top_de_mse", "vcc"}
+        ``"mae"`` and ``"top_de_mse"`` are accepted for their negated versions.
+
+    Returns
+    -------
+    PerturbationScorer
+
+    Examples
+    --------
+    >>> get_scorer("mae")
+    PerturbationScorer('mae', greater_is_better=False)
+    """
+    key = {"mae": "neg_mae", "top_de_mse": "neg_top_de_mse"}.get(name, name)
+    if key not in _SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; choose from {sorted(_SCORERS)}.")
+    return copy.deepcopy(_SCORERS[key])

@@ -31,8 +31,14 @@ CTRL = "non-targeting"
 
 @pytest.fixture(scope="module")
 def real():
-    adata = make_perturbseq(n_cells=900, n_genes=80, n_perturbations=6, n_combinations=2,
-                            effect_size=1.5, random_state=1)  # fmt: skip
+    adata = make_perturbseq(
+        n_cells=900,
+        n_genes=80,
+        n_perturbations=6,
+        n_combinations=2,
+        effect_size=1.5,
+        random_state=1,
+    )
     return log_normalize(adata)
 
 
@@ -82,8 +88,13 @@ def test_perfect_prediction_scores_best(real):
 
 def test_worse_predictions_score_worse(real):
     good, bad = _noisy(real, 0.05), _shuffled(real)
-    for fn, sign in ((des_score, 1), (pds_score, 1), (pearson_delta_score, 1),
-                     (mae_score, -1), (top_de_mse_score, -1)):  # fmt: skip
+    for fn, sign in (
+        (des_score, 1),
+        (pds_score, 1),
+        (pearson_delta_score, 1),
+        (mae_score, -1),
+        (top_de_mse_score, -1),
+    ):
         perfect, g, b = (sign * fn(real, p) for p in (real, good, bad))
         assert perfect >= g > b, fn.__name__
     assert pds_score(real, bad) < 0.8
@@ -105,8 +116,16 @@ def test_pds_ignores_target_gene_column(real):
 
 
 def test_cell_type_key_scores_each_cell_type_alone():
-    adata = log_normalize(make_perturbseq(n_cells=700, n_genes=50, n_perturbations=3,
-                                          n_combinations=1, n_cell_types=2, random_state=3))  # fmt: skip
+    adata = log_normalize(
+        make_perturbseq(
+            n_cells=700,
+            n_genes=50,
+            n_perturbations=3,
+            n_combinations=1,
+            n_cell_types=2,
+            random_state=3,
+        )
+    )
     pred = _noisy(adata, 0.3)
     table = perturbation_metrics(adata, pred, cell_type_key="cell_type")
     assert set(table["cell_type"]) == {"type0", "type1"}
@@ -142,8 +161,7 @@ def test_errors_name_the_problem(real):
 def test_mean_baseline_matches_cell_eval_builder(real):
     cell_eval = pytest.importorskip("cell_eval", reason="optional extra sktx[eval] not installed")
     ours = build_mean_baseline(real)
-    theirs = cell_eval.build_base_mean_adata(real.copy(), pert_col="target_gene",
-                                             control_pert=CTRL)  # fmt: skip
+    theirs = cell_eval.build_base_mean_adata(real.copy(), pert_col="target_gene", control_pert=CTRL)
     pert = (real.obs["target_gene"] != CTRL).to_numpy()
     theirs_pert = theirs[theirs.obs["target_gene"] != CTRL]
     theirs_X = theirs_pert.X.toarray() if sp.issparse(theirs_pert.X) else theirs_pert.X
@@ -164,15 +182,18 @@ def test_agrees_with_cell_eval(real, tmp_path):
     from sktx.metrics import vcc_evaluate
 
     pred = _noisy(real, 0.3)
-    official = vcc_evaluate(pred, real, perturbation_key="target_gene", control_label=CTRL,
-                            profile="minimal")  # fmt: skip
+    official = vcc_evaluate(
+        pred, real, perturbation_key="target_gene", control_label=CTRL, profile="minimal"
+    )
     theirs = official.results.set_index("perturbation")
     ours = perturbation_metrics(real, pred).set_index("perturbation").loc[theirs.index]
     assert ours["n_de_real"].sum() > 0 and ours["des"].between(0.05, 0.99).any()
-    for mine, name, tol in (("des", "overlap_at_N", TOL_EXACT),
-                            ("pds", "discrimination_score_l1", TOL_EXACT),
-                            ("mae", "mae", TOL_FLOAT),
-                            ("pearson_delta", "pearson_delta", TOL_FLOAT)):  # fmt: skip
+    for mine, name, tol in (
+        ("des", "overlap_at_N", TOL_EXACT),
+        ("pds", "discrimination_score_l1", TOL_EXACT),
+        ("mae", "mae", TOL_FLOAT),
+        ("pearson_delta", "pearson_delta", TOL_FLOAT),
+    ):
         np.testing.assert_allclose(ours[mine], theirs[name], atol=tol, err_msg=mine)
     np.testing.assert_array_equal(ours["n_de_real"], theirs["de_nsig_counts_real"])
     # The overall score: cell-eval's score_agg_metrics vs our vcc_score.
@@ -200,6 +221,7 @@ def test_scorer_reads_keys_from_estimator(norman):
     model = MeanBaseline(perturbation_key="perturbation", control_label="control").fit(k562)
     value = PerturbationScorer("pds")(model, k562)
     assert 0.0 < value <= 1.0
-    explicit = PerturbationScorer("pds", perturbation_key="perturbation",
-                                  control_label="control")(model, k562)  # fmt: skip
+    explicit = PerturbationScorer("pds", perturbation_key="perturbation", control_label="control")(
+        model, k562
+    )
     assert explicit == value

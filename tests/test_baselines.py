@@ -1,0 +1,192 @@
+"""Baselines: known answers, sklearn conventions, real data."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from sktx._pseudobulk import pseudobulk
+from sktx._validation import DataContractError, log_normalize
+from sktx.baselines import AdditiveBaseline, ControlBaseline, LinearBaseline, MeanBaseline
+from sktx.datasets import make_perturbseq
+from sktx.model_selection import make_query
+
+CTRL = "non-targeting"
+ALL = [ControlBaseline, MeanBaseline, AdditiveBaseline, LinearBaseline]
+NORMAN = {"perturbation_key": "perturbation", "control_label": "control"}
+
+
+@pytest.fixture(scope="module")
+def logsim(sim):
+    return log_normalize(sim)
+
+
+def _pb(adata, label, key="target_gene"):
+    pb = pseudobulk(adata, key)
+    return pb.means[pb.row(label)]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_sklearn_conventions(cls, sim):
+    model = cls(perturbation_key="target_gene")
+    assert clone(model).get_params() == model.get_params()
+    with pytest.raises(NotFittedError):
+        model.predict(sim)
+    query = make_query(sim)
+    before = sim.copy()
+    pred = model.fit(sim).predict(query)
+    np.testing.assert_array_equal(sim.X.toarray(), before.X.toarray())  # input untouched
+    assert pred.shape == (query.n_obs, sim.n_vars)
+    pd.testing.assert_frame_equal(pred.obs, query.obs)
+    assert list(pred.var_names) == list(sim.var_names)
+    assert np.isfinite(pred.X).all() and (pred.X >= 0).all()
+    again = pickle.loads(pickle.dumps(model)).predict(query)
+    np.testing.assert_array_equal(again.X, pred.X)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_counts_and_log1p_give_the_same_model(cls, sim, logsim):
+    query = make_query(logsim)
+    a = cls().fit(sim).predict(query)
+    b = cls().fit(logsim).predict(query)
+    np.testing.assert_allclose(a.X, b.X, atol=1e-10)
+
+
+def test_control_query_cells_are_returned_unchanged(logsim):
+    ctrl = logsim[logsim.obs["target_gene"] == CTRL]
+    for cls in ALL:
+        pred = cls().fit(logsim).predict(ctrl)
+        np.testing.assert_allclose(pred.X, ctrl.X.toarray(), atol=1e-6)
+
+
+def test_mean_baseline_is_mean_of_pseudobulks(logsim):
+    model = MeanBaseline().fit(logsim)
+    pb = pseudobulk(logsim, "target_gene")
+    expected = pb.means.mean(axis=0)  # control row included, as cell-eval
+    np.testing.assert_allclose(model.mean_profiles_.iloc[0], expected)
+    pred = model.predict(make_query(logsim))
+    np.testing.assert_allclose(pred.X, np.tile(expected, (pred.n_obs, 1)))
+
+
+def test_mean_baseline_per_cell_type():
+    adata = make_perturbseq(
+        n_cells=500,
+        n_genes=40,
+        n_perturbations=3,
+        n_combinations=1,
+        n_cell_types=2,
+        random_state=0,
+    )
+    logged = log_normalize(adata)
+    model = MeanBaseline(cell_type_key="cell_type").fit(adata)
+    assert list(model.mean_profiles_.index) == ["type0", "type1"]
+    for ct in ("type0", "type1"):
+        sub = logged[logged.obs["cell_type"] == ct]
+        expected = pseudobulk(sub, "target_gene").means.mean(axis=0)
+        np.testing.assert_allclose(model.mean_profiles_.loc[ct], expected, atol=1e-10)
+    query = make_query(adata, cell_type_key="cell_type")
+    query.obs["cell_type"] = "type9"
+    with pytest.raises(DataContractError, match="type9"):
+        model.predict(query)
+
+
+def test_additive_baseline_known_answers(logsim):
+    labels = set(logsim.obs["target_gene"]) - {CTRL}
+    combo = next(lab for lab in sorted(labels) if "+" in lab)
+    a, b = combo.split("+")
+    held_out = logsim[logsim.obs["target_gene"] != combo]
+    model = AdditiveBaseline().fit(held_out)
+    ctrl = _pb(logsim, CTRL)
+    expected = ctrl + (_pb(logsim, a) - ctrl) + (_pb(logsim, b) - ctrl)
+    query = make_query(logsim, perturbations=[combo, a, "NOTAGENE"], n_cells=3)
+    pred = model.predict(query)
+    got = pd.DataFrame(pred.X, index=pred.obs["target_gene"].to_numpy())
+    np.testing.assert_allclose(got.loc[combo].iloc[0], np.clip(expected, 0, None), atol=1e-9)
+    # A seen label gets its own measured pseudobulk.
+    np.testing.assert_allclose(got.loc[a].iloc[0], _pb(logsim, a), atol=1e-9)
+    # An unseen single: control + mean training delta.
+    mean_delta = model.deltas_.mean(axis=0).to_numpy()
+    np.testing.assert_allclose(
+        got.loc["NOTAGENE"].iloc[0], np.clip(ctrl + mean_delta, 0, None), atol=1e-9
+    )
+
+
+def test_linear_baseline_closed_form(logsim):
+    model = LinearBaseline(n_components=4, ridge=0.1).fit(logsim)
+    pb = pseudobulk(logsim, "target_gene")
+    deltas, groups = pb.deltas(CTRL)
+    b = deltas.mean(axis=0)
+    G = model.gene_embedding_.to_numpy()
+    assert G.shape == (logsim.n_vars, 4)
+    P = np.vstack([model._embed(lab) for lab in groups["perturbation"]])
+    # Ridge normal equations of W = (G'G + λI)^-1 G'(Y-b)P (P'P + λI)^-1.
+    lhs = (G.T @ G + 0.1 * np.eye(4)) @ model.coef_ @ (P.T @ P + 0.1 * np.eye(4))
+    np.testing.assert_allclose(lhs, G.T @ (deltas - b).T @ P, atol=1e-8)
+    # Measured targets: the fit explains the training deltas better than their mean.
+    fitted = np.vstack([model._delta(lab, "") for lab in groups["perturbation"]])
+    assert ((fitted - deltas) ** 2).sum() < 0.5 * ((b - deltas) ** 2).sum()
+
+
+def test_linear_baseline_prior_covers_unmeasured_targets(logsim):
+    genes = list(logsim.var_names)
+    prior = {f"set{i}": [*genes[i : i + 6], f"UNMEASURED{i % 3}"] for i in range(0, 100, 4)}
+    plain = LinearBaseline(n_components=3).fit(logsim)
+    with_prior = LinearBaseline(n_components=3, prior_gene_sets=prior).fit(logsim)
+    assert with_prior.prior_embedding_ is not None
+    assert with_prior.coef_.shape[1] > plain.coef_.shape[1]
+    # Without a prior an unmeasured target is predicted as control + mean delta b.
+    np.testing.assert_allclose(plain._delta("UNMEASURED0", ""), plain.intercept_.iloc[0])
+    assert not np.allclose(with_prior._delta("UNMEASURED0", ""), with_prior.intercept_.iloc[0])
+    emb = pd.DataFrame(np.eye(len(genes))[:, :5], index=genes)
+    assert LinearBaseline(n_components=3, gene_embedding=emb).fit(logsim).coef_.shape == (3, 8)
+
+
+def test_linear_baseline_gmt_file(genesets_dir, norman):
+    k562 = norman[norman.obs["cell_type"] == "k562"]
+    model = LinearBaseline(prior_gene_sets=genesets_dir / "msigdb_hallmark_v7.0.gmt", **NORMAN)
+    model.fit(k562)
+    assert model.prior_embedding_.shape[1] == 10
+    pred = model.predict(make_query(k562, **NORMAN))
+    assert (pred.X >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"n_components": 0}, "n_components"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"prior_gene_sets": "/no/such.gmt"}, "not found"),
+    ],
+)
+def test_linear_baseline_rejects_bad_params(params, match, sim):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        LinearBaseline(**params).fit(sim)
+
+
+def test_predict_needs_training_genes(sim):
+    model = MeanBaseline().fit(sim)
+    with pytest.raises(DataContractError, match="training genes"):
+        model.predict(make_query(sim)[:, :10])
+
+
+def test_score_is_pearson_delta(sim):
+    score = AdditiveBaseline().fit(sim).score(sim)
+    assert 0.9 < score <= 1.0  # every perturbation seen in fit
+    assert ControlBaseline().fit(sim).score(sim) < 0.5
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_real_norman_per_cell_type(cls, norman):
+    keys = {**NORMAN, "cell_type_key": "cell_type"}
+    model = cls(**keys).fit(norman)
+    query = make_query(norman, **keys)
+    pred = model.predict(query)
+    assert pred.shape == (query.n_obs, norman.n_vars)
+    assert (pred.X >= 0).all()
+    assert sp.issparse(norman.X)  # the fixture is untouched (still CSR)

@@ -45,6 +45,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         if not np.isfinite(value):
             return "–"
+        if abs(value) < 1e-12:  # rounding noise of a zero
+            return "0"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
         return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"

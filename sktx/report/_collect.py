@@ -1,0 +1,177 @@
+"""Score fitted models on held-out perturbations and gather what a report shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["evaluate_predictions", "history_frame"]
+
+# Report columns for the metrics of :mod:`sktx.metrics`, in display order.
+_NAMES = {
+    "des": "DES",
+    "pds": "PDS",
+    "mae": "MAE",
+    "pearson_delta": "pearson_delta",
+    "top_de_mse": "top20_DE_MSE",
+}
+
+
+def _slim(adata, genes, keys):
+    """Just the genes and label columns the metrics read (keeps concatenation cheap)."""
+    import anndata as ad
+
+    from sktx._validation import get_matrix
+
+    sub = adata[:, list(genes)]
+    X = get_matrix(sub)
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    obs = pd.DataFrame({k: adata.obs[k].astype(str).to_numpy() for k in keys if k is not None})
+    obs.index = adata.obs_names.astype(str)
+    return ad.AnnData(X.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(genes)))
+
+
+def _delta_frame(adata, key, control_label, cell_type_key) -> pd.DataFrame:
+    from sktx._pseudobulk import pseudobulk
+
+    deltas, groups = pseudobulk(adata, key, cell_type_key=cell_type_key).deltas(control_label)
+    if cell_type_key is None or groups["cell_type"].nunique() <= 1:
+        index = groups["perturbation"].astype(str)
+    else:
+        index = groups["perturbation"].astype(str) + " | " + groups["cell_type"].astype(str)
+    return pd.DataFrame(deltas, index=pd.Index(index, name="perturbation"), columns=adata.var_names)
+
+
+def evaluate_predictions(
+    real,
+    predictions: Mapping[str, object],
+    *,
+    perturbation_key: str = "target_gene",
+    control_label: str = "non-targeting",
+    cell_type_key: str | None = None,
+    vcc: bool = True,
+) -> dict:
+    """Score several models' predictions of held-out perturbations against the real cells.
+
+    Parameters
+    ----------
+    real : AnnData
+        Real log1p cells of the held-out perturbations plus control cells.
+    predictions : mapping of str to AnnData
+        Model name -> predicted cells (e.g. ``model.predict(make_query(real))``).
+        Control cells are added from ``real`` when a prediction has none. All
+        are scored on the genes every prediction and ``real`` share.
+    perturbation_key, control_label, cell_type_key : str
+        As in :mod:`sktx.metrics`.
+    vcc : bool, default=True
+        Add the overall VCC score (:func:`sktx.metrics.vcc_score`, scaled against
+        the cell-mean baseline of ``real``).
+
+    Returns
+    -------
+    dict
+        ``metrics`` (models x metrics, means over perturbations),
+        ``per_perturbation`` (long table), ``real_delta`` and ``pred_delta``
+        (perturbations x genes pseudobulk change vs control) and ``genes``;
+        these are the fields of :class:`~sktx.report.RunRecord`.
+
+    Examples
+    --------
+    >>> from sktx.datasets import make_perturbseq
+    >>> from sktx._validation import log_normalize
+    >>> from sktx.metrics import build_mean_baseline
+    >>> real = log_normalize(make_perturbseq(n_cells=300, n_genes=40, n_perturbations=3,
+    ...                                      n_combinations=0, random_state=0))
+    >>> out = evaluate_predictions(real, {"perfect": real, "mean": build_mean_baseline(real)})
+    >>> float(out["metrics"].loc["perfect", "MAE"])
+    0.0
+    """
+    import anndata as ad
+
+    from sktx.metrics import build_mean_baseline, perturbation_metrics, vcc_score
+
+    keys = [perturbation_key, cell_type_key]
+    genes = pd.Index(real.var_names)
+    for pred in predictions.values():
+        genes = genes[genes.isin(pred.var_names)]
+    if genes.empty:
+        raise ValueError("the predictions and the real data share no genes; nothing to score.")
+    real_g = _slim(real, genes, keys)
+    controls = real_g[(real_g.obs[perturbation_key] == control_label).to_numpy()]
+    kw = {
+        "perturbation_key": perturbation_key,
+        "control_label": control_label,
+        "cell_type_key": cell_type_key,
+    }
+    base = build_mean_baseline(real_g, **kw) if vcc else None
+    rows, tables, pred_delta = {}, [], {}
+    for name, pred in predictions.items():
+        pred_g = _slim(pred, genes, keys)
+        if not (pred_g.obs[perturbation_key] == control_label).any():
+            pred_g = ad.concat([controls, pred_g], index_unique=None)
+            pred_g.obs_names_make_unique()
+        table = perturbation_metrics(real_g, pred_g, **kw)
+        table.insert(0, "model", name)
+        tables.append(table)
+        cols = [c for c in _NAMES if c in table]
+        means = table[cols].astype(float).mean()
+        row = {_NAMES[c]: float(means[c]) for c in cols}
+        if vcc:
+            row["VCC"] = float(vcc_score(real_g, pred_g, baseline=base, **kw))
+        rows[name] = row
+        pred_delta[name] = _delta_frame(pred_g, perturbation_key, control_label, cell_type_key)
+    per_pert = pd.concat(tables, ignore_index=True).rename(columns=_NAMES)
+    metrics = pd.DataFrame.from_dict(rows, orient="index")
+    metrics.index.name = "model"
+    return {
+        "metrics": metrics,
+        "per_perturbation": per_pert,
+        "real_delta": _delta_frame(real_g, perturbation_key, control_label, cell_type_key),
+        "pred_delta": pred_delta,
+        "genes": list(genes),
+    }
+
+
+def history_frame(net_or_history, *, phase: int = 1, n_genes: int | None = None) -> pd.DataFrame:
+    """Per-epoch rows of a skorch history as a DataFrame for the report.
+
+    Parameters
+    ----------
+    net_or_history : skorch net or History or list of dict
+        Anything with a skorch-style history.
+    phase : int, default=1
+        Phase number written in the ``phase`` column.
+    n_genes : int, optional
+        Gene count written in the ``n_genes`` column.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``phase``, ``n_genes``, ``epoch`` and the scalar per-epoch
+        entries (``train_loss``, ``valid_loss``, ``dur``, ``cells_per_s``,
+        ``peak_rss_mb``, ...); batch-level entries are dropped.
+
+    Examples
+    --------
+    >>> history_frame([{"epoch": 1, "train_loss": 0.5, "batches": []}])[["phase", "train_loss"]]
+       phase  train_loss
+    0      1         0.5
+    """
+    history = getattr(net_or_history, "history_", None) or getattr(
+        net_or_history, "history", net_or_history
+    )
+    rows = []
+    for i, row in enumerate(history):
+        flat = {
+            k: v
+            for k, v in dict(row).items()
+            if k != "batches" and (v is None or np.isscalar(v)) and not k.endswith("_best")
+        }
+        flat.setdefault("epoch", i + 1)
+        rows.append(flat)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "n_genes", n_genes)
+    frame.insert(0, "phase", phase)
+    return frame

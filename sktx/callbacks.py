@@ -160,7 +160,9 @@ class TrainingProgress(Callback):
         if not self.batches or self.epoch_bar_ is None or self.epoch_bar_.disable:
             return
         total = None
-        if dataset_train is not None:
+        if len(net.history) > 1:  # what the previous epoch ran (nets may record it)
+            total = net.history[-2].get("train_batch_count")
+        if total is None and dataset_train is not None:
             try:
                 params = net.get_params()
                 size = params.get("iterator_train__batch_size", params.get("batch_size"))

@@ -34,7 +34,8 @@ _MODEL_FILE = "model.pkl"
 _CHECKPOINT_FILE = "checkpoint.pkl"
 # The embedded demo screen: big enough to show held-out quality, small enough
 # that `make demo` (simulate, select, train, 4 baselines, report) takes minutes on 2 cores.
-_DEMO_SIM = {"n_genes": 1000, "n_perturbations": 24, "n_combinations": 8}
+# It simulates as many genes as the model uses, so every held-out target is measured.
+_DEMO_SIM = {"n_perturbations": 24, "n_combinations": 8}
 _DEMO_CELLS = 4000
 
 
@@ -114,6 +115,16 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or 
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (data split, model).")]
 
 
+GeneSets = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--gene-sets",
+        help="GMT/.txt gene sets for the model's prior (graph edges, embeddings of targets that "
+        "are not measured), e.g. GO BP. Repeatable. [default: built-in curated lists]",
+    ),
+]
+
+
 def _guard(func: Callable) -> Callable:
     """Turn input errors into ``error: <one line>`` + exit 2 unless ``--debug``."""
 
@@ -167,7 +178,15 @@ def _existing_file(path: str | Path, option: str) -> Path:
     return path
 
 
-def _load(data: str, keys: Keys, *, n_cells: int | None, seed: int, option: str = "--data"):
+def _load(
+    data: str,
+    keys: Keys,
+    *,
+    n_cells: int | None,
+    seed: int,
+    n_genes: int = 500,
+    option: str = "--data",
+):
     """Read ``data`` (a .h5ad file or ``demo``) as log1p AnnData following the contract."""
     from sktx._validation import log_normalize
     from sktx.datasets import load_h5ad, make_perturbseq
@@ -176,10 +195,16 @@ def _load(data: str, keys: Keys, *, n_cells: int | None, seed: int, option: str 
         # Real symbols so the selector's curated categories (TFs, cell cycle, ...) apply.
         try:
             adata = make_perturbseq(
-                n_cells=n_cells or _DEMO_CELLS, gene_names="symbols", random_state=seed, **_DEMO_SIM
+                n_cells=n_cells or _DEMO_CELLS,
+                n_genes=n_genes,
+                gene_names="symbols",
+                random_state=seed,
+                **_DEMO_SIM,
             )
         except ImportError:  # no built-in gene sets in this installation
-            adata = make_perturbseq(n_cells=n_cells or _DEMO_CELLS, random_state=seed, **_DEMO_SIM)
+            adata = make_perturbseq(
+                n_cells=n_cells or _DEMO_CELLS, n_genes=n_genes, random_state=seed, **_DEMO_SIM
+            )
         return log_normalize(adata)
     path = _existing_file(data, option)
     try:
@@ -303,6 +328,7 @@ class TrainConfig:
     device: str = "cpu"
     seed: int = 0
     baselines: bool = True
+    gene_sets: list[str] | None = None
     keys: Keys = field(default_factory=Keys)
     name: str = ""
     model_name: str = ""
@@ -332,6 +358,7 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
         random_state=cfg.seed,
         verbose=0,
         callbacks=[progress],
+        **({"gene_sets": list(cfg.gene_sets)} if cfg.gene_sets else {}),
     )
     select = _make(GeneSelector, n_genes=cfg.genes, random_state=cfg.seed, **keys)
     pipe = Pipeline([("select", select), ("model", model)])
@@ -443,10 +470,16 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool):
                 remaining = max(cfg.epochs - done, 0)
                 _echo(quiet, f"resuming from {ckpt} after {done} epochs; {remaining} to go")
                 if remaining:
+                    if getattr(estimator, "phase_history_", None) is not None:
+                        raise BadInput("--resume continues `--strategy standard` runs only")
                     select = _selector(estimator)
                     net = _final_net(estimator)
                     X = select.transform(train) if select is not None else train
-                    net.partial_fit(X, epochs=remaining)
+                    # warm_start keeps weights, optimizer state and history; fit rebuilds
+                    # the data pipeline from the same seed.
+                    net.set_params(warm_start=True, max_epochs=remaining)
+                    net.fit(X)
+                    net.set_params(warm_start=False, max_epochs=cfg.epochs)
             else:
                 estimator = _build_estimator(cfg, quiet)
                 estimator.fit(train)
@@ -483,25 +516,64 @@ def _baselines(cfg: TrainConfig) -> dict:
     return out
 
 
-def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> dict:
+def _predict_each(estimator, query, key: str):
+    """Predict the query; perturbations the model rejects are dropped and reported."""
+    import anndata as ad
+
+    try:
+        return estimator.predict(query), {}
+    except (ValueError, KeyError):
+        pass
+    preds, failed = [], {}
+    labels = query.obs[key].astype(str).to_numpy()
+    for label in sorted(set(labels.tolist())):
+        try:
+            preds.append(estimator.predict(query[labels == label].copy()))
+        except (ValueError, KeyError) as exc:
+            failed[label] = str(exc).strip().splitlines()[0]
+    if not preds:
+        raise BadInput(f"the model could predict none of the held-out perturbations: {failed}")
+    return ad.concat(preds, merge="same"), failed
+
+
+def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[dict, list[str]]:
     """Predict the held-out perturbations with the model and each baseline and score them."""
     from sktx.model_selection import make_query
     from sktx.report import evaluate_predictions
 
     keys = asdict(cfg.keys)
+    key = cfg.keys.perturbation_key
     query = make_query(test, random_state=cfg.seed, **keys)
-    preds = {cfg.model_name: estimator.predict(query)}
-    genes = list(preds[cfg.model_name].var_names)
+    pred, failed = _predict_each(estimator, query, key)
+    notes = []
+    if failed:
+        # Score every model on the same perturbations: those the model could predict.
+        keep_q = ~query.obs[key].astype(str).isin(failed).to_numpy()
+        keep_t = ~test.obs[key].astype(str).isin(failed).to_numpy()
+        query, test = query[keep_q].copy(), test[keep_t].copy()
+        reasons: dict[str, list[str]] = {}
+        for label, why in sorted(failed.items()):
+            reasons.setdefault(why, []).append(label)
+        notes.append(
+            f"{cfg.model_name} could not predict {len(failed)} of the held-out perturbations; "
+            "they are left out of every model's scores. "
+            + " ".join(f"[{', '.join(labels)}] {why}" for why, labels in reasons.items())
+        )
+        _echo(quiet, "note: " + notes[-1])
+    preds = {cfg.model_name: pred}
+    genes = list(pred.var_names)
     if cfg.baselines:
         for label, base in _baselines(cfg).items():
             t0 = time.perf_counter()
             base.fit(train[:, genes].copy())
             preds[label] = base.predict(query[:, genes].copy())
-            _echo(
-                quiet,
-                f"  baseline {label:<9} fitted and predicted in {time.perf_counter() - t0:.1f} s",
-            )
-    return evaluate_predictions(test, preds, **keys)
+            seconds = time.perf_counter() - t0
+            _echo(quiet, f"  baseline {label:<9} fitted and predicted in {seconds:.1f} s")
+    scores = evaluate_predictions(test, preds, **keys)
+    scores["scored_perturbations"] = sorted(
+        set(test.obs[key].astype(str)) - {cfg.keys.control_label}
+    )
+    return scores, notes
 
 
 def _run(cfg: TrainConfig, *, quiet: bool, resume: bool = False) -> Path:
@@ -520,7 +592,11 @@ def _run(cfg: TrainConfig, *, quiet: bool, resume: bool = False) -> Path:
     source = "simulated (sktx.datasets.make_perturbseq)" if cfg.data == DEMO else str(cfg.data)
     _echo(quiet, f"loading {source} ...")
     adata = _load(
-        cfg.data, cfg.keys, n_cells=cfg.cells if cfg.data == DEMO else None, seed=cfg.seed
+        cfg.data,
+        cfg.keys,
+        n_cells=cfg.cells if cfg.data == DEMO else None,
+        n_genes=max(cfg.genes, 50),
+        seed=cfg.seed,
     )
     adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
     train, test = _split(adata, cfg.keys, cfg.holdout, cfg.seed)
@@ -548,8 +624,11 @@ def _run(cfg: TrainConfig, *, quiet: bool, resume: bool = False) -> Path:
         summary["genes_per_category"] = categories["category"].value_counts().to_dict()
         summary["genes selected"] = len(categories)
     _echo(quiet, f"trained in {fit_seconds:.1f} s; evaluating on held-out perturbations ...")
-    scores = _evaluate(cfg, estimator, train, test, quiet)
+    scores, notes = _evaluate(cfg, estimator, train, test, quiet)
     summary["genes scored"] = len(scores.pop("genes"))
+    scored = scores.pop("scored_perturbations")
+    if len(scored) < len(heldout):
+        summary["scored perturbations"] = scored
     summary["fit wall time (s)"] = round(fit_seconds, 1)
     summary["total wall time (s)"] = round(time.perf_counter() - t_start, 1)
     record = RunRecord(
@@ -557,6 +636,7 @@ def _run(cfg: TrainConfig, *, quiet: bool, resume: bool = False) -> Path:
         data=summary,
         history=_history(estimator),
         categories=categories,
+        notes=notes,
         **scores,
     )
     record.save(out)
@@ -568,6 +648,12 @@ def _print_metrics(metrics: pd.DataFrame, model_name: str | None = None) -> None
     from sktx.report._html import metrics_table_md
 
     typer.echo(metrics_table_md(metrics, model_name))
+
+
+def _gene_set_paths(paths: list[Path] | None) -> list[str] | None:
+    if not paths:
+        return None
+    return [str(_existing_file(p, "--gene-sets")) for p in paths]
 
 
 def _parse_phases(phases: str | None) -> list[int] | None:
@@ -637,6 +723,7 @@ def train(
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Also score the baselines.")
     ] = True,
+    gene_sets: GeneSets = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from checkpoint.pkl in --out (after Ctrl-C).")
     ] = False,
@@ -660,6 +747,7 @@ def train(
         device=device,
         seed=seed,
         baselines=baselines,
+        gene_sets=_gene_set_paths(gene_sets),
         keys=_keys_for(data, perturbation_key, control_label, cell_type_key),
     )
     run_dir = _run(cfg, quiet=quiet, resume=resume)
@@ -689,6 +777,7 @@ def demo(
         int | None, typer.Option("--cells", min=2, help="Cells (simulated, or subsampled).")
     ] = None,
     strategy: Annotated[Strategy, typer.Option("--strategy")] = Strategy.standard,
+    gene_sets: GeneSets = None,
     perturbation_key: PertKey = None,
     control_label: ControlLabel = None,
     cell_type_key: CellTypeKey = None,
@@ -706,6 +795,7 @@ def demo(
         cells=cells,
         epochs=epochs,
         seed=seed,
+        gene_sets=_gene_set_paths(gene_sets),
         keys=_keys_for(data, perturbation_key, control_label, cell_type_key),
     )
     run_dir = _run(cfg, quiet=quiet)
@@ -850,7 +940,7 @@ def select(
         _existing_file(data, "--data")
     (GeneSelector,) = _require("sktx.selection", "GeneSelector")
     keys = _keys_for(data, perturbation_key, control_label, cell_type_key)
-    adata = _load(data, keys, n_cells=None, seed=seed)
+    adata = _load(data, keys, n_cells=None, seed=seed, n_genes=max(genes, 500))
     selector = _make(GeneSelector, n_genes=genes, random_state=seed, **asdict(keys)).fit(adata)
     table = selector.categories_
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,7 @@ def _phase_table(history: pd.DataFrame) -> pd.DataFrame | None:
         ("valid_loss", "last", "final valid loss"),
         ("cells_per_s", "mean", "cells/s (mean)"),
         ("peak_rss_mb", "max", "peak RSS (MB)"),
+        ("peak_rss_gb", "max", "peak RSS (GB)"),
         ("dur", "sum", "wall time (s)"),
     ):
         if col in history and history[col].notna().any():

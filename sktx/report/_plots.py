@@ -81,7 +81,11 @@ def throughput_png(history: pd.DataFrame) -> bytes | None:
     if history is None or history.empty:
         return None
     panels = [
-        (c, t) for c, t in (("cells_per_s", "cells / s"), ("peak_rss_mb", "peak RSS (MB)"))
+        (c, t) for c, t in (
+            ("cells_per_s", "training cells / s"),
+            ("peak_rss_mb", "peak RSS (MB)"),
+            ("peak_rss_gb", "peak RSS (GB)"),
+        )
         if c in history and history[c].notna().any()
     ]  # fmt: skip
     if not panels:

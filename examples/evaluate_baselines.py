@@ -68,8 +68,9 @@ def main() -> None:
     controls = real[real.obs[key] == ctrl]
     import anndata as ad
 
-    pred = ad.concat([pred_cells, ad.AnnData(controls.X.toarray(), obs=controls.obs)])
-    pred.var_names = real.var_names
+    # cell-eval's convention: the prediction carries the real control cells too.
+    ctrl_cells = ad.AnnData(controls.X.toarray(), obs=controls.obs, var=pred_cells.var)
+    pred = ad.concat([pred_cells, ctrl_cells])
     print(perturbation_metrics(real, pred, **keys).round(3).head())
     print("VCC score vs cell-mean baseline:", round(vcc_score(real, pred, **keys), 3))
 

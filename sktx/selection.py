@@ -407,7 +407,7 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             queues[cat] = _order(evidence, idx)
             scores[cat] = evidence
             self.gene_sets_[cat] = tuple(var_names[np.sort(idx)])
-        if target_score is not None and self.include_targets:
+        if target_score is not None:
             idx = np.flatnonzero(np.isfinite(target_score))
             queues["targets"] = _order(target_score, idx)
             scores["targets"] = target_score
@@ -417,11 +417,9 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             scores["responsive"] = response
         queues["hvg"] = _order(hvg_score)
 
-        slots = _default_slots(n_vars) if shares is None else _share_slots(shares, n_vars)
+        slots = self._slots(shares, n_vars)
         k = min(n_genes, n_vars)
-        self.quotas_ = _slot_counts(
-            _default_slots(n_genes) if shares is None else _share_slots(shares, n_genes), n_genes
-        )
+        self.quotas_ = _slot_counts(self._slots(shares, n_genes), n_genes)
         order, cat_of, quota_of = self._fill(slots, queues, n_vars)
         table = pd.DataFrame(
             {
@@ -438,6 +436,14 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self.feature_names_in_ = var_names.to_numpy(dtype=object)
         self.n_features_in_ = n_vars
         return self
+
+    def _slots(self, shares, n: int) -> list[int]:
+        slots = _default_slots(n) if shares is None else _share_slots(shares, n)
+        if not self.include_targets:
+            # Same schedule (so the order of the other categories is unchanged).
+            hvg, targets = QUOTA_KEYS.index("hvg"), QUOTA_KEYS.index("targets")
+            slots = [hvg if p == targets else p for p in slots]
+        return slots
 
     def _log_data(self, adata):
         """A private AnnData with log1p values in ``X`` (counts in a layer if known)."""

@@ -137,3 +137,33 @@ def test_grid_search_gene_selector_on_norman(norman):
     best = search.best_estimator_
     query = make_query(norman, **keys)
     assert best.predict(query).n_vars == min(best.named_steps["select"].n_genes, norman.n_vars)
+
+
+@pytest.mark.slow
+def test_grid_search_gene_selector_regressor_on_norman(norman, genesets_dir):
+    selection = pytest.importorskip("sktx.selection", reason="GeneSelector not available yet")
+    regressor = pytest.importorskip("sktx.regressor", reason="PerturbationRegressor not available")
+    keys = {**NORMAN, "cell_type_key": "cell_type"}
+    # IER5L is neither measured nor in GO BP: the regressor has no embedding for it.
+    k562 = norman[(norman.obs["cell_type"] == "k562") & (norman.obs["perturbation"] != "IER5L")]
+    model = regressor.PerturbationRegressor(
+        **keys,
+        gene_sets=str(genesets_dir / "go_bp_2021.gmt"),
+        d_model=16,
+        n_layers=1,
+        max_epochs=2,
+        random_state=0,
+    )
+    pipe = Pipeline([("select", selection.GeneSelector(**keys)), ("model", model)])
+    search = GridSearchCV(
+        pipe,
+        {"select__n_genes": [200, 500, 1000]},
+        cv=PerturbationSplit(3, **NORMAN),
+        scoring=pearson_delta_scorer,
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(k562)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores)) and np.all(np.abs(scores) <= 1)

@@ -319,3 +319,14 @@ def test_data_dir_order(tmp_path, monkeypatch):
     assert get_data_dir(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("SKTX_DATA_DIR")
     assert "sktx" in str(get_data_dir())
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sktx.datasets import _io
+
+    for module in (_io, _fetch):
+        result = doctest.testmod(module, verbose=False)
+        assert result.failed == 0, module.__name__
+    assert doctest.testmod(_io).attempted > 0

@@ -421,3 +421,12 @@ def test_property_validates_or_raises_contract_error(
     assert np.isfinite(X).all() and (X >= 0).all()
     assert all(isinstance(lab, str) for lab in labels)
     assert len(set(genes)) == len(genes)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sktx import _validation
+
+    result = doctest.testmod(_validation, verbose=False)
+    assert result.attempted > 5 and result.failed == 0

@@ -147,7 +147,7 @@ def load_h5ad(
     >>> import tempfile, os
     >>> from sktx.datasets import make_perturbseq, load_h5ad
     >>> path = os.path.join(tempfile.mkdtemp(), "screen.h5ad")
-    >>> make_perturbseq(n_cells=200, n_genes=30, n_perturbations=3, random_state=0).write_h5ad(path)
+    >>> make_perturbseq(n_cells=200, n_genes=30, n_perturbations=4, random_state=0).write_h5ad(path)
     >>> adata = load_h5ad(path)
     >>> adata.uns["sktx"]["normalized"], "counts" in adata.layers
     (True, True)

@@ -218,12 +218,13 @@ def make_perturbseq(
 
     1. **Network.** A fraction ``regulator_fraction`` of genes are regulators
        (transcription-factor-like). Every gene receives ``Poisson(regulators_per_gene)``
-       incoming edges from regulators, with weights ``W[g, r] ~ N(0, effect_size / 2)``.
+       incoming edges from regulators, with weights ``W[g, r] ~ N(0, sd=effect_size / 2)``.
        ``W`` is rescaled so its spectral norm is below 0.9, so propagation converges.
-    2. **Basal state.** Gene log-abundance ``b_g ~ N(0, 1.5)`` (normalised to
-       sum to one over genes), per cell-type shifts ``N(0, 0.3)`` on 20 % of
-       genes, three latent programmes ``z_c ~ N(0, 1)`` loading on 10 % of genes
-       (co-expression), and library size ``L_c ~ LogNormal(log(library_size), 0.3)``.
+    2. **Basal state.** Gene log-abundance ``b_g ~ N(0, sd=1.5)`` (shifted so
+       ``exp(b)`` sums to one over genes), per cell-type shifts ``N(0, sd=0.3)``
+       on 20 % of genes, three latent programmes ``z_c ~ N(0, 1)`` with loadings
+       ``N(0, sd=0.4)`` on 10 % of genes (co-expression), and library size
+       ``L_c ~ LogNormal(log(library_size), 0.3)``.
     3. **Perturbation.** A CRISPRi knock-down of target ``t`` with efficiency
        ``e_t ~ U(*knockdown)`` sets ``d0[t] = log(1 - e_t)``; it propagates
        through the network, ``delta = sum_{k=0..depth} W^k d0``. Combinations
@@ -231,7 +232,14 @@ def make_perturbseq(
        genetic interaction on a few downstream genes. Each cell gets a
        per-cell response scale ``s_c ~ U(0.5, 1)`` (guide efficacy varies).
     4. **Counts.** ``mu_cg = L_c * softmax(b + shifts + loadings z_c + s_c delta)_g``;
-       counts ``~ NegativeBinomial(mean=mu, dispersion)`` (gamma-Poisson).
+       counts ``~ NegativeBinomial(mean=mu, dispersion)`` (the gamma-Poisson
+       mixture; small means are drawn by inverse CDF, which is faster and gives
+       the same distribution).
+
+    Controls are ``max(n_cell_types, round(control_fraction * n_cells))`` cells;
+    the rest are split evenly over the perturbations. Cell types cycle within
+    each label, so every label, controls included, has cells of every type.
+    The full model with equations is in ``docs/datasets.md``.
 
     Parameters
     ----------

@@ -154,11 +154,16 @@ _FETCH_PARAMS = """
 """
 
 
-def fetch_norman2019(*, data_dir=None, normalize="auto", progressbar: bool = False):
+def fetch_norman2019(
+    *,
+    data_dir: str | os.PathLike | None = None,
+    normalize: bool | str = "auto",
+    progressbar: bool = False,
+):
     """Norman et al. 2019 CRISPRa screen in K562 (singles and pairs), from scPerturb.
 
-    Downloads ``NormanWeissman2019_filtered.h5ad`` (~0.7 GB; ~111,000 cells,
-    raw counts) from the scPerturb Zenodo record 10044268, checks its MD5
+    Downloads ``NormanWeissman2019_filtered.h5ad`` (raw counts; a large file,
+    fetched once) from the scPerturb Zenodo record 10044268, checks its MD5
     (``c870e6967d91c017d9da827bab183cd6``, as listed by Zenodo), and reads it
     with :func:`load_h5ad`.
 
@@ -191,12 +196,15 @@ def fetch_norman2019(*, data_dir=None, normalize="auto", progressbar: bool = Fal
 
 
 def fetch_replogle2022_k562_essential(
-    *, data_dir=None, normalize="auto", progressbar: bool = False
+    *,
+    data_dir: str | os.PathLike | None = None,
+    normalize: bool | str = "auto",
+    progressbar: bool = False,
 ):
     """Replogle et al. 2022 CRISPRi screen of essential genes in K562, from scPerturb.
 
-    Downloads ``ReplogleWeissman2022_K562_essential.h5ad`` (~1.5 GB; ~310,000
-    cells, ~2,000 single-gene knock-downs, raw counts) from the scPerturb
+    Downloads ``ReplogleWeissman2022_K562_essential.h5ad`` (raw counts; about
+    2,000 single-gene knock-downs of essential genes; a large file) from the scPerturb
     Zenodo record 10044268, checks its MD5 (``d8cba17576d1a8afc0f7d71b79cad0f7``,
     as listed by Zenodo), and reads it with :func:`load_h5ad`. Loading it in
     memory needs several GB of RAM.

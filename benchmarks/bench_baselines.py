@@ -61,7 +61,8 @@ def cross_check(adata, cell_type_key) -> dict:
     train, test = next(cv.split(adata))
     model = AdditiveBaseline(**KEYS, cell_type_key=cell_type_key).fit(adata[train])
     scorer = get_scorer("vcc")
-    real, pred, keys = scorer._real_and_pred(model, adata[test])
+    real, pred = scorer.real_and_predicted(model, adata[test])
+    keys = {**KEYS, "cell_type_key": cell_type_key}
     ours = perturbation_metrics(real, pred, metrics=["des", "pds", "mae"], **keys)
     official = vcc_evaluate(pred, real, num_threads=2, **keys)
     idx = [c for c in ("cell_type", "perturbation") if c in ours.columns]

@@ -62,15 +62,10 @@ def main() -> None:
     # 2. Metric functions on an explicit held-out prediction.
     train, test = next(cv.split(adata))
     model = AdditiveBaseline(**keys).fit(adata[train])
-    real = adata[test]
-    query = make_query(real, **keys)  # controls relabelled with the held-out perturbations
-    pred_cells = model.predict(query)
-    controls = real[real.obs[key] == ctrl]
-    import anndata as ad
-
-    # cell-eval's convention: the prediction carries the real control cells too.
-    ctrl_cells = ad.AnnData(controls.X.toarray(), obs=controls.obs, var=pred_cells.var)
-    pred = ad.concat([pred_cells, ctrl_cells])
+    # The scorer's own steps: controls relabelled with the held-out perturbations
+    # (make_query), predict, then append the real control cells (cell-eval's convention).
+    real, pred = get_scorer("vcc").real_and_predicted(model, adata[test])
+    print("query cells:", make_query(adata[test], **keys).n_obs)
     print(perturbation_metrics(real, pred, **keys).round(3).head())
     print("VCC score vs cell-mean baseline:", round(vcc_score(real, pred, **keys), 3))
 

@@ -214,6 +214,10 @@ def test_scorers_on_a_fitted_model(sim):
     assert get_scorer("pearson_delta")(model, sim) > get_scorer("pearson_delta")(control, sim)
     with pytest.raises(ValueError, match="unknown scorer"):
         get_scorer("accuracy")
+    # The scored pair is available for other metrics (or cell-eval).
+    real, pred = get_scorer("pds").real_and_predicted(model, sim)
+    assert real.n_obs == pred.n_obs == sim.n_obs
+    assert perturbation_metrics(real, pred)["pds"].mean() == get_scorer("pds")(model, sim)
 
 
 def test_scorer_reads_keys_from_estimator(norman):

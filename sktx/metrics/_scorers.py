@@ -113,8 +113,30 @@ class PerturbationScorer:
             keys[name] = given if given is not None else _from_estimator(estimator, name)
         return keys
 
+    def real_and_predicted(self, estimator, X):
+        """The real cells of ``X`` and the estimator's prediction of them.
+
+        Steps 1-2 of the scorer, exposed so the same pair can be scored with
+        :func:`perturbation_metrics` or :func:`vcc_evaluate` (cell-eval).
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            Has ``predict(query) -> AnnData``.
+        X : AnnData
+            Control cells and the perturbed cells to predict.
+
+        Returns
+        -------
+        real, pred : AnnData
+            On the genes the estimator predicts; obs hold only the perturbation
+            (and cell-type) column; ``pred`` = predicted perturbed cells + the
+            real control cells.
+        """
+        real, pred, _ = self._real_and_pred(estimator, X)
+        return real, pred
+
     def _real_and_pred(self, estimator, X):
-        """The real test cells and the prediction for them, on the predicted genes."""
         import anndata as ad
 
         from sktx.model_selection import make_query

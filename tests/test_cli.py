@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
@@ -11,6 +13,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from skorch.callbacks import Callback
 from typer.testing import CliRunner
 
 import sktx.cli as cli
@@ -264,6 +267,46 @@ def test_select(tmp_path):
     assert len(table) == 50 and {"gene", "category"} <= set(table.columns)
 
 
+# Ctrl-C and --resume with the real model -----------------------------------------------------
+
+
+class CtrlCAfterFirstEpoch(Callback):
+    """Presses Ctrl-C (SIGINT to this process) when the first epoch ends."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeypatch):
+    regressor = pytest.importorskip("sktx.regressor")
+
+    def build(cfg, quiet):
+        return regressor.PerturbationRegressor(
+            **asdict(cfg.keys),
+            max_epochs=cfg.epochs,
+            set_size=8,
+            gene_sets=False,
+            random_state=cfg.seed,
+            callbacks=[CtrlCAfterFirstEpoch()],
+        )
+
+    monkeypatch.setattr(cli, "_build_estimator", build)
+    run = tmp_path / "run"
+    args = ["train", "--data", sim_file, "--out", run, "--epochs", "3", "--no-baselines"]
+    result = _run(*args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted after 1 epochs" in result.output and "--resume" in result.output
+    assert (run / "checkpoint.pkl").exists() and not (run / "model.pkl").exists()
+
+    result = _run(*args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "2 to go" in result.output
+    assert not (run / "checkpoint.pkl").exists()
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) == 3  # 1 epoch before Ctrl-C + 2 after --resume
+
+
 # The real model on real data -------------------------------------------------------------------
 
 
@@ -271,7 +314,8 @@ def test_end_to_end_norman_one_epoch(norman_path, tmp_path):
     pytest.importorskip("sktx.regressor", reason="PerturbationRegressor not available yet")
     pytest.importorskip("sktx.selection", reason="GeneSelector not available yet")
     run = tmp_path / "norman"
-    args = ["train", "--data", norman_path, *NORMAN_KEYS, "--genes", "200", "--epochs", "1"]
+    args = ["train", "--data", norman_path, *NORMAN_KEYS, "--genes", "100", "--epochs", "1"]
+    args += ["--cells", "2500"]
     result = _run(*args, "--out", run, "--quiet")
     assert result.exit_code == 0, result.output
     for name in ("report.html", "report.md", "model.pkl", "metrics.csv", "history.csv"):

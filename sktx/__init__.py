@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import importlib
 
-from sktx._validation import DataContractError, validate_adata
+from sktx._validation import (
+    DataContractError,
+    check_genes,
+    get_matrix,
+    is_log_normalized,
+    log_normalize,
+    split_targets,
+    validate_adata,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -24,7 +32,17 @@ _LAZY = {
     "LinearBaseline": "sktx.baselines",
 }
 
-__all__ = ["DataContractError", "__version__", "validate_adata", *_LAZY]
+__all__ = [
+    "DataContractError",
+    "__version__",
+    "check_genes",
+    "get_matrix",
+    "is_log_normalized",
+    "log_normalize",
+    "split_targets",
+    "validate_adata",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

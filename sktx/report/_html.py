@@ -49,7 +49,10 @@ def _fmt(value: object) -> str:
             return "0"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        digits = 1 if abs(value) >= 100 else 4
+        return f"{value:,.{digits}f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple)):
         shown = ", ".join(str(v) for v in value[:12])
         return shown + (f" (+{len(value) - 12} more)" if len(value) > 12 else "")

@@ -162,10 +162,56 @@ class Keys:
     cell_type_key: str | None = None
 
 
-def _keys_for(data: str, pkey: str | None, ctrl: str | None, ctkey: str | None) -> Keys:
+# Tried in order when a label option is not given (common Perturb-seq conventions).
+_PERT_KEYS = ("target_gene", "perturbation", "gene", "target", "condition", "guide_target")
+_CONTROLS = ("non-targeting", "control", "ctrl", "NT", "non_targeting", "Non-Targeting")
+_CELL_TYPE_KEYS = ("cell_type", "celltype", "cell_line")
+
+
+def _detect_keys(path: str, pkey: str | None, ctrl: str | None, ctkey: str | None):
+    """Fill label options the user did not give from the file's ``obs`` (read backed)."""
+    import anndata as ad
+
+    try:
+        backed = ad.read_h5ad(path, backed="r")
+    except (OSError, ValueError, KeyError):
+        return pkey, ctrl, ctkey, []  # unreadable: the loader reports it
+    try:
+        obs = backed.obs
+        found = []
+        if pkey is None:
+            pkey = next((k for k in _PERT_KEYS if k in obs.columns), None)
+            if pkey not in (None, "target_gene"):
+                found.append(f"--perturbation-key {pkey}")
+        if ctrl is None and pkey in obs.columns:
+            labels = set(obs[pkey].astype(str).unique().tolist())
+            ctrl = next((c for c in _CONTROLS if c in labels), None)
+            if ctrl not in (None, "non-targeting"):
+                found.append(f"--control-label {ctrl}")
+        if ctkey is None:
+            ctkey = next((k for k in _CELL_TYPE_KEYS if k in obs.columns), None)
+            if ctkey is not None:
+                found.append(f"--cell-type-key {ctkey}")
+    finally:
+        backed.file.close()
+    return pkey, ctrl, ctkey, found
+
+
+def _keys_for(
+    data: str,
+    pkey: str | None,
+    ctrl: str | None,
+    ctkey: str | None,
+    *,
+    quiet: bool = True,
+) -> Keys:
     if data == DEMO:
         # The simulator writes these; a user's flags would only break the demo.
         return Keys("target_gene", "non-targeting", None)
+    if Path(data).is_file() and None in (pkey, ctrl, ctkey):
+        pkey, ctrl, ctkey, found = _detect_keys(data, pkey, ctrl, ctkey)
+        if found:
+            _echo(quiet, f"using {' '.join(found)} (found in the file; pass options to override)")
     return Keys(pkey or "target_gene", ctrl or "non-targeting", ctkey)
 
 
@@ -748,7 +794,7 @@ def train(
         seed=seed,
         baselines=baselines,
         gene_sets=_gene_set_paths(gene_sets),
-        keys=_keys_for(data, perturbation_key, control_label, cell_type_key),
+        keys=_keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet),
     )
     run_dir = _run(cfg, quiet=quiet, resume=resume)
     if not quiet:
@@ -796,7 +842,7 @@ def demo(
         epochs=epochs,
         seed=seed,
         gene_sets=_gene_set_paths(gene_sets),
-        keys=_keys_for(data, perturbation_key, control_label, cell_type_key),
+        keys=_keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet),
     )
     run_dir = _run(cfg, quiet=quiet)
     if quiet:
@@ -885,7 +931,7 @@ def evaluate(
     from sktx.metrics import build_mean_baseline
     from sktx.report import evaluate_predictions
 
-    keys = _keys_for("", perturbation_key, control_label, cell_type_key)
+    keys = _keys_for(real, perturbation_key, control_label, cell_type_key, quiet=quiet)
     real_ad = _load(real, keys, n_cells=None, seed=0, option="--real")
     pred_path = _existing_file(pred, "--pred")
     pred_ad = ad.read_h5ad(pred_path)
@@ -939,7 +985,7 @@ def select(
     if data != DEMO:
         _existing_file(data, "--data")
     (GeneSelector,) = _require("sktx.selection", "GeneSelector")
-    keys = _keys_for(data, perturbation_key, control_label, cell_type_key)
+    keys = _keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet)
     adata = _load(data, keys, n_cells=None, seed=seed, n_genes=max(genes, 500))
     selector = _make(GeneSelector, n_genes=genes, random_state=seed, **asdict(keys)).fit(adata)
     table = selector.categories_

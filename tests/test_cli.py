@@ -267,6 +267,16 @@ def test_select(tmp_path):
     assert len(table) == 50 and {"gene", "category"} <= set(table.columns)
 
 
+def test_label_options_detected_from_file(norman_path, tmp_path):
+    pytest.importorskip("sktx.selection", reason="GeneSelector not available yet")
+    out = tmp_path / "genes.csv"
+    result = _run("select", "--data", norman_path, "--genes", "30", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "using --perturbation-key perturbation --control-label control" in result.output
+    assert "--cell-type-key cell_type" in result.output
+    assert len(pd.read_csv(out)) == 30
+
+
 # Ctrl-C and --resume with the real model -----------------------------------------------------
 
 

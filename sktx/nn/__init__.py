@@ -1,0 +1,16 @@
+"""Torch modules behind `PerturbationRegressor` (they see tensors only, never AnnData)."""
+
+from sktx.nn._loss import SetLoss, energy_distance, predict_cells
+from sktx.nn._model import GeneTokenModel
+from sktx.nn._sparse_attention import NeighborAttention, SampledDot, SparseAggregate, SparsePattern
+
+__all__ = [
+    "GeneTokenModel",
+    "NeighborAttention",
+    "SampledDot",
+    "SetLoss",
+    "SparseAggregate",
+    "SparsePattern",
+    "energy_distance",
+    "predict_cells",
+]

@@ -152,7 +152,11 @@ class TrainingProgress(Callback):
         self._t0 = time.perf_counter()
         self.elapsed_ = 0.0
         total = getattr(net, "max_epochs", None)
-        self.epoch_bar_ = self._bar(total=total, desc=self.desc, unit="epoch", leave=True)
+        desc = self.desc
+        genes = getattr(net, "genes_", None)
+        if genes is not None:  # tells the phases of a progressive fit apart
+            desc = f"{desc} ({len(genes)} genes)"
+        self.epoch_bar_ = self._bar(total=total, desc=desc, unit="epoch", leave=True)
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs) -> None:
         self._epoch_t0 = time.perf_counter()

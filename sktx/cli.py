@@ -597,13 +597,12 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
         keep_q = ~query.obs[key].astype(str).isin(failed).to_numpy()
         keep_t = ~test.obs[key].astype(str).isin(failed).to_numpy()
         query, test = query[keep_q].copy(), test[keep_t].copy()
-        reasons: dict[str, list[str]] = {}
-        for label, why in sorted(failed.items()):
-            reasons.setdefault(why, []).append(label)
+        first = next(iter(sorted(failed.items())))
         notes.append(
-            f"{cfg.model_name} could not predict {len(failed)} of the held-out perturbations; "
-            "they are left out of every model's scores. "
-            + " ".join(f"[{', '.join(labels)}] {why}" for why, labels in reasons.items())
+            f"{cfg.model_name} could not predict {len(failed)} of the held-out perturbations "
+            f"({', '.join(sorted(failed))}); they are left out of every model's scores. "
+            f"For {first[0]}: {first[1]} With the command line: `--gene-sets` with a "
+            "comprehensive GMT such as GO BP lets the model embed such targets."
         )
         _echo(quiet, "note: " + notes[-1])
     preds = {cfg.model_name: pred}

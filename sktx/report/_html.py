@@ -70,12 +70,15 @@ def _kv_md(items: dict) -> str:
     return "\n".join(lines)
 
 
-def _best(metrics: pd.DataFrame) -> dict[str, object]:
+def _best(metrics: pd.DataFrame) -> dict[str, set]:
+    """Rows holding the best value of each column (all of them on ties; none if all equal)."""
     best = {}
     for col in metrics.columns:
         values = pd.to_numeric(metrics[col], errors="coerce")
-        if values.notna().any():
-            best[col] = values.idxmin() if lower_is_better(col) else values.idxmax()
+        if values.notna().sum() < 2 or values.nunique() < 2:
+            continue
+        target = values.min() if lower_is_better(col) else values.max()
+        best[col] = set(values.index[np.isclose(values, target, rtol=1e-9, atol=1e-12)])
     return best
 
 
@@ -90,7 +93,7 @@ def metrics_table_html(metrics: pd.DataFrame, model_name: str | None) -> str:
     for name, row in metrics.iterrows():
         cls = ' class="model"' if name == model_name else ""
         cells = "".join(
-            f"<td{' class=best' if best.get(c) == name else ''}>{_esc(_fmt(row[c]))}</td>"
+            f"<td{' class=best' if name in best.get(c, ()) else ''}>{_esc(_fmt(row[c]))}</td>"
             for c in metrics.columns
         )
         body.append(f"<tr{cls}><td>{_esc(name)}</td>{cells}</tr>")
@@ -105,7 +108,7 @@ def metrics_table_md(metrics: pd.DataFrame, model_name: str | None = None) -> st
     lines.append("|---|" + "---:|" * len(cols))
     for name, row in metrics.iterrows():
         label = f"**{name}**" if name == model_name else str(name)
-        cells = [f"**{_fmt(row[c])}**" if best.get(c) == name else _fmt(row[c]) for c in cols]
+        cells = [f"**{_fmt(row[c])}**" if name in best.get(c, ()) else _fmt(row[c]) for c in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -170,14 +173,15 @@ def _categories(record: RunRecord) -> pd.DataFrame | None:
 def _models_for_plots(record: RunRecord, model_name: str | None) -> list[str]:
     names = list(record.pred_delta)
     ordered = [n for n in names if n == model_name]
-    # Compare the trained model with the strongest baseline on the headline metric.
-    if record.metrics is not None and not record.metrics.empty:
-        others = [n for n in record.metrics.index if n != model_name and n in names]
-        if others:
-            col = record.metrics.columns[0]
-            vals = pd.to_numeric(record.metrics.loc[others, col], errors="coerce")
-            if vals.notna().any():
-                ordered.append(vals.idxmin() if lower_is_better(col) else vals.idxmax())
+    # Compare the trained model with the strongest baseline: by the overall VCC score when
+    # there is one (single metrics such as DES often tie at 0), else the first column.
+    m = record.metrics
+    if m is not None and not m.empty:
+        others = [n for n in m.index if n != model_name and n in names]
+        col = "VCC" if "VCC" in m.columns else m.columns[0]
+        vals = pd.to_numeric(m.loc[others, col], errors="coerce") if others else None
+        if vals is not None and vals.notna().any():
+            ordered.append(vals.idxmin() if lower_is_better(col) else vals.idxmax())
     return ordered or names[:2]
 
 
@@ -193,8 +197,9 @@ def _headline(record: RunRecord, model_name: str | None) -> list[str]:
             continue
         low = lower_is_better(col)
         best_name = others.idxmin() if low else others.idxmax()
-        beats = ours < others[best_name] if low else ours > others[best_name]
-        verdict = "beats" if beats else "does not beat"
+        theirs = others[best_name]
+        beats = ours < theirs if low else ours > theirs
+        verdict = "ties with" if np.isclose(ours, theirs) else "beats" if beats else "does not beat"
         parts.append(
             f"{col} {_fmt(float(ours))} {verdict} the best baseline "
             f"({best_name}: {_fmt(float(others[best_name]))})"
@@ -300,7 +305,10 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
         md += [f"- {h}" for h in headline] + [""]
     if record.metrics is not None and not record.metrics.empty:
         n_held = len(record.data.get("heldout_perturbations", []) or [])
+        n_scored = len(record.data.get("scored perturbations", []) or []) or n_held
         scope = f" ({n_held} held-out perturbations)" if n_held else ""
+        if n_scored < n_held:
+            scope = f" ({n_scored} of {n_held} held-out perturbations scored)"
         parts += [
             f"<h2>Metrics vs baselines{_esc(scope)}</h2>",
             metrics_table_html(record.metrics, model_name),

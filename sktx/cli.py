@@ -898,6 +898,30 @@ def predict(
     _echo(quiet, f"predicted {pred.n_obs} cells x {pred.n_vars} genes -> {out}")
 
 
+def _restrict_to_predicted(real, pred, keys: Keys, quiet: bool):
+    """Score the perturbations the prediction covers; reject ones the real data lacks."""
+    key, ctrl = keys.perturbation_key, keys.control_label
+    real_labels = real.obs[key].astype(str)
+    predicted = set(pred.obs[key].astype(str)) - {ctrl}
+    unknown = sorted(predicted - set(real_labels))
+    if unknown:
+        raise BadInput(
+            f"--pred has perturbations without real cells in --real: {unknown[:5]}"
+            + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        )
+    if not predicted:
+        raise BadInput(f"--pred has no perturbed cells (only `{ctrl}` in `obs[{key!r}]`)")
+    unscored = sorted(set(real_labels) - predicted - {ctrl})
+    if unscored:
+        _echo(
+            quiet,
+            f"scoring the {len(predicted)} predicted perturbations; "
+            f"{len(unscored)} more in --real are not predicted and not scored",
+        )
+        return real[real_labels.isin([*predicted, ctrl]).to_numpy()].copy()
+    return real
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -938,6 +962,7 @@ def evaluate(
         raise BadInput(
             f"--pred: `obs[{keys.perturbation_key!r}]` not found; pass --perturbation-key"
         )
+    real_ad = _restrict_to_predicted(real_ad, pred_ad, keys, quiet)
     preds = {"prediction": pred_ad}
     kw = asdict(keys)
     if baseline is BaselineChoice.mean:

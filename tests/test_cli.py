@@ -233,6 +233,15 @@ def test_train_predict_evaluate(sim_file, tmp_path, fast_model):
     result = _run("evaluate", "--real", real_path, "--pred", pred_path, "--baseline", "none")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "pred.json").exists()
+    # a real file with more perturbations than predicted: only the predicted ones are scored
+    result = _run("evaluate", "--real", sim_file, "--pred", pred_path, "--out", tmp_path / "f")
+    assert result.exit_code == 0, result.output
+    assert f"scoring the {len(held)} predicted perturbations" in result.output
+    per_pert = pd.read_csv(tmp_path / "f_per_perturbation.csv")
+    assert set(per_pert["perturbation"]) == set(held)
+    # and one that lacks a predicted perturbation is rejected
+    result = _run("evaluate", "--real", real_path, "--pred", sim_file)
+    _one_line_error(result, "without real cells")
 
 
 def test_evaluate_rejects_wrong_key(sim_file, tmp_path):

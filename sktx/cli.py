@@ -135,12 +135,12 @@ def _guard(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except (typer.Exit, typer.TyperException):
             raise
-        except (BadInput, FileNotFoundError, ValueError, KeyError, TypeError, OSError) as exc:
+        except (BadInput, ValueError, OSError) as exc:
+            # ValueError covers DataContractError and parameter errors of the estimators;
+            # anything else is a bug and keeps its traceback.
             if debug:
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            if isinstance(exc, KeyError):
-                message = f"missing key {message}"
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import anndata as ad
@@ -114,6 +115,11 @@ class PerturbationRegressor(NeuralNet):
         ``None`` keeps torch's setting. On a shared machine, or inside a
         parallel ``GridSearchCV``, ``n_jobs=1`` avoids thread oversubscription,
         which was measured here to slow training by up to 10x.
+    on_unknown_target : {"error", "warn"}, default="error"
+        What ``predict``/``score`` do with a target gene that has no embedding
+        (not fitted, not in ``gene_sets``, never perturbed in training):
+        raise, or warn and predict it from the baseline and the network's
+        response to an anonymous target (useful in cross-validation).
     device : str, default="cpu"
     random_state : int, RandomState or None, default=None
         Seeds weights, set sampling and the validation split (CPU runs are reproducible).
@@ -176,6 +182,7 @@ class PerturbationRegressor(NeuralNet):
         validation_fraction: float = 0.1,
         layer: str | None = None,
         n_jobs: int | None = None,
+        on_unknown_target: str = "error",
         device: str = "cpu",
         random_state=None,
         verbose: int = 0,
@@ -213,6 +220,7 @@ class PerturbationRegressor(NeuralNet):
         self.validation_fraction = validation_fraction
         self.layer = layer
         self.n_jobs = n_jobs
+        self.on_unknown_target = on_unknown_target
         self.random_state = random_state
 
     # ------------------------------------------------------------------ skorch hooks
@@ -294,6 +302,10 @@ class PerturbationRegressor(NeuralNet):
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(
                 f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}."
+            )
+        if self.on_unknown_target not in ("error", "warn"):
+            raise ValueError(
+                f"`on_unknown_target` must be 'error' or 'warn', got {self.on_unknown_target!r}."
             )
         if self.distributional_loss < 0:
             raise ValueError("`distributional_loss` must be >= 0.")
@@ -631,12 +643,15 @@ class PerturbationRegressor(NeuralNet):
             }
         )
         if unknown:
-            raise DataContractError(
+            msg = (
                 f"no embedding for target gene(s) {unknown} in `obs[{self.perturbation_key!r}]`: "
                 "they are not among the fitted genes, not in the prior gene sets and were not "
                 "perturbed in training. Pass `gene_sets=` (e.g. a GO BP GMT) covering them, "
-                "or check the spelling."
+                "check the spelling, or set `on_unknown_target='warn'`."
             )
+            if self.on_unknown_target != "warn":
+                raise DataContractError(msg)
+            warnings.warn(msg, UserWarning, stacklevel=3)
         return X, labels, is_control, cts, ctx
 
     def _predict_delta(self, group_keys, basal, ctx):

@@ -1,0 +1,113 @@
+"""Gene graphs: fixed degree, self-loops, prior edges, co-expression, deterministic hashing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sktx.graph import (
+    build_gene_graph,
+    gene_set_embedding,
+    hash_genes,
+    load_gene_sets,
+    pca_gene_loadings,
+)
+
+
+def _coexpressed(n_cells=300, seed=0):
+    """Two programmes: genes 0-4 move together, genes 5-9 move together, 10-11 noise."""
+    rng = np.random.RandomState(seed)
+    z = rng.normal(size=(n_cells, 2))
+    X = np.abs(rng.normal(scale=0.1, size=(n_cells, 12)))
+    X[:, :5] += np.abs(z[:, :1]) * 2
+    X[:, 5:10] += np.abs(z[:, 1:]) * 2
+    return X
+
+
+def test_graph_fixed_degree_self_first_unique():
+    X = _coexpressed()
+    genes = [f"G{i}" for i in range(12)]
+    g = build_gene_graph(X, genes, n_neighbors=4, gene_sets=False)
+    assert g.neighbors.shape == (12, 4)
+    assert (g.neighbors[:, 0] == np.arange(12)).all()
+    assert all(len(set(row)) == 4 for row in g.neighbors.tolist())
+    assert (g.source[:, 0] == 0).all() and (g.source[:, 1:] == 2).all()
+    csr = g.to_csr()
+    assert csr.shape == (12, 12) and csr.nnz == 48
+
+
+def test_coexpression_neighbours_follow_programmes():
+    g = build_gene_graph(
+        _coexpressed(), [f"G{i}" for i in range(12)], n_neighbors=4, gene_sets=False
+    )
+    for i in range(5):
+        assert set(g.neighbors[i, 1:]) <= set(range(5))
+    for i in range(5, 10):
+        assert set(g.neighbors[i, 1:]) <= set(range(5, 10))
+
+
+def test_prior_edges_from_gene_sets():
+    rng = np.random.RandomState(1)
+    X = rng.rand(100, 12)  # no co-expression structure
+    genes = [f"G{i}" for i in range(12)]
+    sets = {"a": genes[:6], "b": genes[6:], "c": genes[:3], "d": genes[9:]}
+    g = build_gene_graph(X, genes, n_neighbors=5, gene_sets=sets, prior_fraction=0.5)
+    for i in range(12):
+        prior = g.neighbors[i][g.source[i] == 1]
+        assert len(prior) == 2
+        same = set(range(6)) if i < 6 else set(range(6, 12))
+        assert set(prior) <= same
+    assert g.neighbors_of("G0")["G0"] == "self"
+
+
+def test_degree_clipped_to_gene_count():
+    g = build_gene_graph(np.random.RandomState(0).rand(20, 3), ["A", "B", "C"], n_neighbors=16)
+    assert g.neighbors.shape == (3, 3)
+
+
+def test_hash_is_deterministic_and_salt_free():
+    # fixed values: Python's salted hash() would change between processes
+    h = hash_genes(["GATA1", "gata1", "KLF1"])
+    assert h.tolist()[0] == h.tolist()[1]
+    assert h.shape == (3, 2)
+    assert (h[:, 0] < 2**14).all() and (h[:, 1] >= 2**14).all()
+    assert h.tolist()[0] == hash_genes(["GATA1"]).tolist()[0]
+    assert h[0].tolist() == [13326, 28221]
+
+
+def test_gene_set_embedding_and_reader(tmp_path):
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("a\tdesc\tX\tY\tZ\nb\tdesc\tY\tW\n")
+    sets = load_gene_sets(str(gmt))
+    assert sets == {"a": ["X", "Y", "Z"], "b": ["Y", "W"]}
+    genes, emb = gene_set_embedding(sets, n_components=8)
+    assert set(genes) == {"X", "Y", "Z", "W"} and emb.shape == (4, 8)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert load_gene_sets(False) == {}
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_gene_sets(str(tmp_path / "missing.gmt"))
+
+
+def test_builtin_gene_sets_are_used_by_default():
+    sets = load_gene_sets(None)
+    assert sets and all(isinstance(v, list) for v in sets.values())
+
+
+def test_go_bp_embedding_covers_unmeasured_genes(genesets_dir):
+    sets = load_gene_sets(str(genesets_dir / "go_bp_2021.gmt"))
+    genes, emb = gene_set_embedding(sets, 32)
+    assert len(genes) > 14000 and emb.shape == (len(genes), 32)
+    row = {g: i for i, g in enumerate(genes)}
+    # functionally related genes are closer than unrelated ones
+    cos = emb[row["MAPK1"]] @ emb[row["MAPK3"]]
+    assert cos > emb[row["MAPK1"]] @ emb[row["HBB"]]
+
+
+def test_pca_loadings_sparse_and_dense_agree():
+    import scipy.sparse as sp
+
+    X = _coexpressed()
+    dense = pca_gene_loadings(X, 3)
+    sparse = pca_gene_loadings(sp.csr_matrix(X), 3)
+    assert dense.shape == (12, 3)
+    assert np.allclose(np.abs(dense), np.abs(sparse), atol=1e-4)

@@ -1,0 +1,171 @@
+"""Torch modules: sparse attention gradients, dense reference, residual init, AMP, checkpointing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sktx.nn import (
+    GeneTokenModel,
+    NeighborAttention,
+    SampledDot,
+    SetLoss,
+    SparseAggregate,
+    SparsePattern,
+    energy_distance,
+)
+
+
+def _neighbors(G=6, K=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cols = [
+        torch.cat([torch.tensor([i]), torch.randperm(G, generator=g)[: K + 1]]) for i in range(G)
+    ]
+    out = []
+    for i, c in enumerate(cols):
+        seen = []
+        for j in c.tolist():
+            if j not in seen:
+                seen.append(j)
+        out.append(seen[:K])
+        assert out[-1][0] == i
+    return torch.tensor(out)
+
+
+def test_sparse_functions_gradcheck():
+    nbrs = _neighbors()
+    pattern = SparsePattern(nbrs, n_blocks=2)
+    n = pattern.n
+    q = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: SampledDot.apply(a, b, pattern), (q, k))
+    w = torch.rand(n * nbrs.shape[1], dtype=torch.float64, requires_grad=True)
+    v = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: SparseAggregate.apply(a, b, pattern), (w, v))
+
+
+def test_sparse_functions_match_dense():
+    nbrs = _neighbors(G=7, K=4)
+    G, K = nbrs.shape
+    pattern = SparsePattern(nbrs, n_blocks=1)
+    q, k, v = (torch.randn(G, 5) for _ in range(3))
+    scores = SampledDot.apply(q, k, pattern).view(G, K)
+    dense = q @ k.T
+    assert torch.allclose(scores, torch.gather(dense, 1, nbrs), atol=1e-5)
+    w = torch.rand(G * K)
+    A = torch.zeros(G, G).scatter_add_(1, nbrs, w.view(G, K))
+    assert torch.allclose(SparseAggregate.apply(w, v, pattern), A @ v, atol=1e-5)
+
+
+def test_neighbor_attention_equals_masked_dense_attention():
+    torch.manual_seed(0)
+    nbrs = _neighbors(G=8, K=3)
+    att = NeighborAttention(8, n_heads=2)
+    x = torch.randn(3, 8, 8, requires_grad=True)
+    out = att(x, nbrs)
+    # reference: dense attention with everything outside the neighbourhood masked
+    B, G, _ = x.shape
+    q, k, v = att.qkv(x).view(B, G, 3, 2, 4).permute(2, 0, 3, 1, 4)
+    mask = torch.full((G, G), float("-inf")).scatter_(1, nbrs, 0.0)
+    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(4) + mask, dim=-1)
+    ref = att.out((w @ v).permute(0, 2, 1, 3).reshape(B, G, 8))
+    assert torch.allclose(out, ref, atol=1e-5)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def _inputs(G=12, B=3, F=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "gene_hash": torch.randint(0, 2**15, (G, 2), generator=g),
+        "gene_feat": torch.randn(G, F, generator=g),
+        "neighbors": _neighbors(G, 4, seed),
+        "basal": torch.rand(B, G, generator=g),
+        "baseline": torch.randn(B, G, generator=g) * 0.1,
+        "target_mask": (torch.rand(B, G, generator=g) < 0.1).float(),
+        "pert_hash": torch.randint(0, 2**15, (B, 2, 2), generator=g),
+        "pert_feat": torch.randn(B, 2, F, generator=g),
+        "pert_mask": torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]),
+    }
+
+
+def test_untrained_model_is_the_baseline():
+    m = GeneTokenModel(d_model=16, n_layers=2, n_features=6)
+    X = _inputs()
+    delta, log_scale = m(**X)
+    assert torch.equal(delta, X["baseline"])
+    assert torch.equal(log_scale, torch.zeros_like(log_scale))
+
+
+def _perturb_head(m):
+    with torch.no_grad():
+        m.head.weight.normal_(0, 0.1)
+        m.gene_embedding.weight.normal_(0, 0.1)
+
+
+def test_parameter_shapes_do_not_depend_on_gene_count():
+    m = GeneTokenModel(d_model=16, n_layers=1, n_features=6)
+    shapes = {k: v.shape for k, v in m.state_dict().items() if k != "_extra_state"}
+    for G in (12, 40):
+        out, _ = m(**_inputs(G=G))
+        assert out.shape == (3, G)
+    assert shapes == {k: v.shape for k, v in m.state_dict().items() if k != "_extra_state"}
+
+
+def test_checkpointing_gives_identical_gradients():
+    torch.manual_seed(0)
+    m = GeneTokenModel(d_model=16, n_layers=2, n_features=6)
+    _perturb_head(m)
+    X = _inputs()
+    grads = []
+    for ckpt in (False, True):
+        m.zero_grad()
+        m.gradient_checkpointing = ckpt
+        m.train()
+        torch.manual_seed(1)  # same identity-dropout draw in both runs
+        delta, ls = m(**X)
+        (delta.pow(2).sum() + ls.sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    m = GeneTokenModel(d_model=16, n_layers=2, n_features=6).eval()
+    _perturb_head(m)
+    X = _inputs()
+    with torch.no_grad():
+        ref, _ = m(**X)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = m(**X)
+    assert low.dtype == torch.float32
+    assert torch.allclose(ref, low, atol=0.05)
+    assert not torch.equal(ref, low)  # autocast was really active
+
+
+@pytest.mark.parametrize("attention", ["sparse", "dense"])
+def test_attention_modes_run(attention):
+    m = GeneTokenModel(d_model=16, n_layers=1, n_features=6, attention=attention)
+    delta, _ = m(**_inputs())
+    assert delta.shape == (3, 12)
+
+
+def test_set_loss_and_energy_distance():
+    torch.manual_seed(0)
+    a = torch.rand(2, 16, 10)
+    assert energy_distance(a, a).abs() < 1e-3
+    assert energy_distance(a, a + 1.0) > 0.5
+    loss = SetLoss(distributional=1.0)
+    y = {
+        "basal": a.mean(1),
+        "target": a.mean(1) + 1,
+        "control_cells": a,
+        "perturbed_cells": a + 1,
+    }
+    good = loss((torch.ones(2, 10), torch.zeros(2, 10)), y)
+    bad = loss((torch.zeros(2, 10), torch.zeros(2, 10)), y)
+    assert good < 1e-3 < bad

@@ -250,7 +250,7 @@ def test_evaluate_rejects_wrong_key(sim_file, tmp_path):
 
 
 def test_demo_quiet(tmp_path, fast_model):
-    result = _run("demo", "--out", tmp_path / "demo", "--cells", "600", "--quiet")
+    result = _run("demo", "--out", tmp_path / "demo", "--cells", "600", "--genes", "60", "-q")
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert (tmp_path / "demo" / "report.html").exists()
@@ -259,7 +259,7 @@ def test_demo_quiet(tmp_path, fast_model):
 
 
 def test_demo_prints_where_results_are(tmp_path, fast_model):
-    result = _run("demo", "--out", tmp_path / "demo", "--cells", "600")
+    result = _run("demo", "--out", tmp_path / "demo", "--cells", "600", "--genes", "60")
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "demo" / "report.html") in result.output
     # re-render the report from the run directory
@@ -312,7 +312,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
 
     monkeypatch.setattr(cli, "_build_estimator", build)
     run = tmp_path / "run"
-    args = ["train", "--data", sim_file, "--out", run, "--epochs", "3", "--no-baselines"]
+    args = ["train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines"]
     result = _run(*args)
     assert result.exit_code == 130, result.output
     assert "interrupted after 1 epochs" in result.output and "--resume" in result.output
@@ -320,10 +320,10 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
 
     result = _run(*args, "--resume")
     assert result.exit_code == 0, result.output
-    assert "resuming" in result.output and "2 to go" in result.output
+    assert "resuming" in result.output and "1 to go" in result.output
     assert not (run / "checkpoint.pkl").exists()
     history = pd.read_csv(run / "history.csv")
-    assert len(history) == 3  # 1 epoch before Ctrl-C + 2 after --resume
+    assert len(history) == 2  # 1 epoch before Ctrl-C + 1 after --resume
 
 
 # The real model on real data -------------------------------------------------------------------

@@ -9,13 +9,16 @@ training saves ``checkpoint.pkl`` in the run directory and exits with status
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -404,6 +407,8 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
         random_state=cfg.seed,
         verbose=0,
         callbacks=[progress],
+        # Score every held-out perturbation; unembeddable targets are named in the report.
+        on_unknown_target="warn",
         **({"gene_sets": list(cfg.gene_sets)} if cfg.gene_sets else {}),
     )
     select = _make(GeneSelector, n_genes=cfg.genes, random_state=cfg.seed, **keys)
@@ -562,24 +567,44 @@ def _baselines(cfg: TrainConfig) -> dict:
     return out
 
 
+_UNKNOWN = re.compile(r"no embedding for target gene\(s\) (\[[^\]]*\])")
+
+
 def _predict_each(estimator, query, key: str):
-    """Predict the query; perturbations the model rejects are dropped and reported."""
+    """Predict the query; perturbations the model rejects are dropped and reported.
+
+    Returns the prediction, ``{label: reason}`` of dropped perturbations and the target
+    genes the model predicted without an embedding (it warns about those).
+    """
     import anndata as ad
 
+    def run(q):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = estimator.predict(q)
+        for w in caught:
+            match = _UNKNOWN.search(str(w.message))
+            if match:
+                unknown.update(ast.literal_eval(match.group(1)))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return pred
+
+    unknown: set[str] = set()
     try:
-        return estimator.predict(query), {}
-    except (ValueError, KeyError):
+        return run(query), {}, sorted(unknown)
+    except ValueError:
         pass
     preds, failed = [], {}
     labels = query.obs[key].astype(str).to_numpy()
     for label in sorted(set(labels.tolist())):
         try:
-            preds.append(estimator.predict(query[labels == label].copy()))
-        except (ValueError, KeyError) as exc:
+            preds.append(run(query[labels == label].copy()))
+        except ValueError as exc:
             failed[label] = str(exc).strip().splitlines()[0]
     if not preds:
         raise BadInput(f"the model could predict none of the held-out perturbations: {failed}")
-    return ad.concat(preds, merge="same"), failed
+    return ad.concat(preds, merge="same"), failed, sorted(unknown)
 
 
 def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[dict, list[str]]:
@@ -590,8 +615,17 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
     keys = asdict(cfg.keys)
     key = cfg.keys.perturbation_key
     query = make_query(test, random_state=cfg.seed, **keys)
-    pred, failed = _predict_each(estimator, query, key)
+    pred, failed, unknown = _predict_each(estimator, query, key)
     notes = []
+    if unknown:
+        notes.append(
+            f"{len(unknown)} held-out target gene(s) have no embedding in {cfg.model_name} "
+            f"({', '.join(unknown)}): not among the modelled genes, not in the prior gene "
+            "sets, never perturbed in training. Their perturbations were predicted from the "
+            "model's baseline and its response to an anonymous target. `--gene-sets` with a "
+            "comprehensive GMT such as GO BP embeds such targets."
+        )
+        _echo(quiet, "note: " + notes[-1])
     if failed:
         # Score every model on the same perturbations: those the model could predict.
         keep_q = ~query.obs[key].astype(str).isin(failed).to_numpy()

@@ -348,3 +348,8 @@ def test_end_to_end_norman_one_epoch(norman_path, tmp_path):
     assert "| model | DES ↑ | PDS ↑ | MAE ↓" in md
     history = pd.read_csv(run / "history.csv")
     assert len(history) == 1 and np.isfinite(history["train_loss"]).all()
+    data = json.loads((run / "data.json").read_text())
+    assert data["cell types"] == ["A172", "T98G", "U87MG", "k562"]
+    assert "scored perturbations" not in data  # every held-out perturbation was scored
+    per_pert = pd.read_csv(run / "per_perturbation.csv")
+    assert set(per_pert["perturbation"]) == set(data["heldout_perturbations"])

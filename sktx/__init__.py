@@ -26,6 +26,7 @@ _LAZY = {
     "PerturbationRegressor": "sktx.regressor",
     "ProgressiveFit": "sktx.progressive",
     "PerturbationSplit": "sktx.model_selection",
+    "make_query": "sktx.model_selection",
     "ControlBaseline": "sktx.baselines",
     "MeanBaseline": "sktx.baselines",
     "AdditiveBaseline": "sktx.baselines",

@@ -444,23 +444,11 @@ def _selector(estimator):
 
 
 def _history(estimator) -> pd.DataFrame | None:
-    from sktx.report import history_frame
+    from sktx.report import history_frame, phase_history_frame
 
     phases = getattr(estimator, "phase_history_", None)
     if phases:
-        frames = []
-        for i, ph in enumerate(phases, start=1):
-            ph = dict(ph)
-            hist = ph.get("history") or ph.get("loss_curve") or []
-            if hist and isinstance(hist[0], dict):
-                frame = history_frame(hist, phase=i, n_genes=ph.get("n_genes", ph.get("genes")))
-            else:
-                frame = pd.DataFrame({"train_loss": list(hist)})
-                frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-                frame.insert(0, "n_genes", ph.get("n_genes", ph.get("genes")))
-                frame.insert(0, "phase", i)
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
+        return phase_history_frame(phases)
     net = _final_net(estimator)
     if getattr(net, "history", None) is None:
         return None

@@ -115,3 +115,17 @@ def test_report_without_training_history(record, tmp_path):
 def test_record_needs_out_dir(record):
     with pytest.raises(ValueError, match="out_dir"):
         write_report(record)
+
+
+def test_phase_history_frame_from_skorch_histories():
+    from sktx.report import phase_history_frame
+
+    phases = [
+        {"genes": ["A", "B"], "history": [{"epoch": 1, "train_loss": 0.9, "batches": [{}]}]},
+        {"n_genes": 4, "history": [{"train_loss": 0.5, "valid_loss": 0.6}, {"train_loss": 0.4}]},
+    ]
+    frame = phase_history_frame(phases)
+    assert frame["phase"].tolist() == [1, 2, 2]
+    assert frame["n_genes"].tolist() == [2, 4, 4]
+    assert frame["train_loss"].tolist() == [0.9, 0.5, 0.4]
+    assert "batches" not in frame

@@ -9,8 +9,15 @@ A run directory (written by ``sktx train`` / ``sktx demo`` or
 scores models on held-out perturbations and returns the record's fields.
 """
 
-from sktx.report._collect import evaluate_predictions, history_frame
+from sktx.report._collect import evaluate_predictions, history_frame, phase_history_frame
 from sktx.report._html import write_report
 from sktx.report._record import RunRecord, lower_is_better
 
-__all__ = ["RunRecord", "evaluate_predictions", "history_frame", "lower_is_better", "write_report"]
+__all__ = [
+    "RunRecord",
+    "evaluate_predictions",
+    "history_frame",
+    "lower_is_better",
+    "phase_history_frame",
+    "write_report",
+]

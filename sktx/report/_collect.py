@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["evaluate_predictions", "history_frame"]
+__all__ = ["evaluate_predictions", "history_frame", "phase_history_frame"]
 
 # Report columns for the metrics of :mod:`sktx.metrics`, in display order.
 _NAMES = {
@@ -175,3 +175,66 @@ def history_frame(net_or_history, *, phase: int = 1, n_genes: int | None = None)
     frame.insert(0, "n_genes", n_genes)
     frame.insert(0, "phase", phase)
     return frame
+
+
+# Per-epoch lists a phase record may hold, and the report column each becomes.
+_CURVES = {
+    "loss_curve": "train_loss",
+    "train_loss": "train_loss",
+    "train_loss_curve": "train_loss",
+    "valid_loss": "valid_loss",
+    "valid_loss_curve": "valid_loss",
+    "validation_curve": "valid_loss",
+    "cells_per_s": "cells_per_s",
+    "peak_rss_gb": "peak_rss_gb",
+    "dur": "dur",
+}
+
+
+def phase_history_frame(phase_history) -> pd.DataFrame:
+    """Per-epoch rows of all phases of a progressive fit, for the report.
+
+    Parameters
+    ----------
+    phase_history : list of dict
+        One record per phase, as :attr:`ProgressiveFit.phase_history_`: a skorch
+        history under ``history`` (list of per-epoch dicts), or per-epoch lists
+        such as ``train_loss``/``loss_curve`` and ``valid_loss``; the gene count
+        under ``n_genes`` (or ``genes``, a count or a list of genes).
+
+    Returns
+    -------
+    DataFrame
+        As :func:`history_frame`, with ``phase`` counting from 1.
+
+    Examples
+    --------
+    >>> phases = [{"n_genes": 100, "train_loss": [0.5, 0.4]}, {"n_genes": 500, "train_loss": [0.3]}]
+    >>> phase_history_frame(phases)[["phase", "n_genes", "epoch", "train_loss"]]
+       phase  n_genes  epoch  train_loss
+    0      1      100      1         0.5
+    1      1      100      2         0.4
+    2      2      500      1         0.3
+    """
+    frames = []
+    for i, record in enumerate(phase_history, start=1):
+        record = dict(record)
+        genes = record.get("n_genes", record.get("genes"))
+        if genes is not None and not np.isscalar(genes):
+            genes = len(genes)
+        history = record.get("history")
+        if history is not None and len(history) and isinstance(history[0], Mapping):
+            frames.append(history_frame(history, phase=i, n_genes=genes))
+            continue
+        curves = {}
+        for key, column in _CURVES.items():
+            value = record.get(key)
+            if value is not None and not np.isscalar(value) and column not in curves:
+                curves[column] = list(value)
+        n = max((len(v) for v in curves.values()), default=0)
+        frame = pd.DataFrame({k: v + [np.nan] * (n - len(v)) for k, v in curves.items()})
+        frame.insert(0, "epoch", np.arange(1, n + 1))
+        frame.insert(0, "n_genes", genes)
+        frame.insert(0, "phase", i)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from sklearn.utils import check_random_state
+from sklearn.utils import RegressorTags, check_random_state
 from skorch import NeuralNet
 from skorch.dataset import unpack_data
 
@@ -510,9 +510,24 @@ class PerturbationRegressor(NeuralNet):
         seed = int(rng.randint(2**31 - 1))
         with torch.random.fork_rng(devices=[]), _threads(self.n_jobs):
             torch.manual_seed(seed)
-            return self._fit(X, rng, **fit_params)
+            return self._fit(X, rng, warm=self.warm_start, **fit_params)
 
-    def _fit(self, adata, rng, **fit_params):
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """Continue training on ``X`` (an AnnData), keeping the current weights.
+
+        Like ``fit`` with ``warm_start=True``; the gene panel may differ from
+        the previous call. Returns ``self``.
+        """
+        if isinstance(X, _Sets):  # skorch's own call from `_fit`
+            return super().partial_fit(X, y, classes=classes, **fit_params)
+        self._check_params()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(2**31 - 1))
+        with torch.random.fork_rng(devices=[]), _threads(self.n_jobs):
+            torch.manual_seed(seed)
+            return self._fit(X, rng, warm=True, **fit_params)
+
+    def _fit(self, adata, rng, *, warm: bool, **fit_params):
         _, X, labels, is_control, cts = self._read(adata, require_control=True)
         groups = CellGroups.from_labels(labels, is_control, cts)
         if not groups.labels:
@@ -536,7 +551,7 @@ class PerturbationRegressor(NeuralNet):
         ctx, graph = self._build_context(X, genes, labels, is_control, cts, train_ids, groups, rng)
 
         self.precision_ = self._resolve_precision()
-        if not self.warm_start or not self.initialized_:
+        if not warm or not self.initialized_:
             self.initialize()
         self.module_.gradient_checkpointing = self.gradient_checkpointing
         for block in self.module_.blocks:
@@ -562,13 +577,12 @@ class PerturbationRegressor(NeuralNet):
         if val_ids:
             vrng = np.random.RandomState(rng.randint(2**31 - 1))
             valid = SetSampler(X, groups, val_ids, rng=vrng, fixed=True, **sampler)
-        self.partial_fit(_Sets(train, valid), **fit_params)
+        try:
+            self.partial_fit(_Sets(train, valid), **fit_params)
+        finally:
+            # per-group training inputs can be large (groups x genes); not needed after
+            del self._group_inputs_
         return self
-
-    def partial_fit(self, X, y=None, classes=None, **fit_params):
-        if not isinstance(X, _Sets):
-            return self.fit(X, y, **fit_params)
-        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def _batch(self, sb):
         ctx = self._ctx
@@ -780,6 +794,10 @@ class PerturbationRegressor(NeuralNet):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.estimator_type = "regressor"
+        tags.regressor_tags = RegressorTags()
+        tags.target_tags.required = False
+        tags.target_tags.multi_output = True
         tags.input_tags.sparse = True
         tags.non_deterministic = torch.device(self.device).type == "cuda"
         return tags

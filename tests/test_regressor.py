@@ -179,6 +179,10 @@ def test_warm_start_across_gene_counts():
     assert any(not torch.equal(weights[k], moved[k]) for k in weights)
     out = model.predict(query_for(big_data, "G00001"))
     assert out.shape[1] == 120
+    # partial_fit continues training even without warm_start
+    model.set_params(warm_start=False)
+    model.partial_fit(small_data)
+    assert len(model.history_) == 4 and len(model.genes_) == 60
 
 
 def test_cell_types_and_score():

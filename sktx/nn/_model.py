@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sktx.nn._sparse_attention import NeighborAttention
+from sktx.nn._sparse_attention import NeighborAttention, SparsePattern
 
 __all__ = ["GeneTokenModel"]
 
@@ -33,8 +33,8 @@ class _Block(nn.Module):
             nn.Linear(2 * d_model, d_model),
         )
 
-    def forward(self, x, neighbors):
-        x = x + self.attn(self.norm1(x), neighbors)
+    def forward(self, x, neighbors, pattern=None):
+        x = x + self.attn(self.norm1(x), neighbors, pattern)
         return x + self.ff(self.norm2(x))
 
 
@@ -125,6 +125,24 @@ class GeneTokenModel(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.fitted_context: dict | None = None
+        self._patterns: dict = {}
+
+    def _pattern(self, neighbors: torch.Tensor, n_blocks: int) -> SparsePattern:
+        """One CSR pattern shared by all layers, cached per graph and batch size."""
+        key = (tuple(neighbors.shape), n_blocks, str(neighbors.device))
+        hit = self._patterns.get(key)
+        if hit is not None and torch.equal(hit[0], neighbors):
+            return hit[1]
+        if len(self._patterns) >= 2:  # a full and a last, smaller batch per epoch
+            self._patterns.clear()
+        pattern = SparsePattern(neighbors, n_blocks)
+        self._patterns[key] = (neighbors, pattern)
+        return pattern
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_patterns"] = {}
+        return state
 
     # The regressor keeps its fitted, data-derived state (genes, graph, features,
     # baselines) here so `save_params`/`load_params` round-trip a whole model.
@@ -180,10 +198,13 @@ class GeneTokenModel(nn.Module):
         gamma, beta = self.film(p).unsqueeze(1).chunk(2, dim=-1)
         x = x * (1 + gamma) + beta
 
+        pattern = None
+        if self.blocks and self.blocks[0].attn.mode == "sparse":
+            pattern = self._pattern(neighbors, x.shape[0] * self.blocks[0].attn.n_heads)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, neighbors, use_reentrant=False)
+                x = checkpoint(block, x, neighbors, pattern, use_reentrant=False)
             else:
-                x = block(x, neighbors)
+                x = block(x, neighbors, pattern)
         out = self.head(self.norm(x)).float()
         return baseline + out[..., 0], out[..., 1]

@@ -514,11 +514,11 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool):
                     select = _selector(estimator)
                     net = _final_net(estimator)
                     X = select.transform(train) if select is not None else train
-                    # warm_start keeps weights, optimizer state and history; fit rebuilds
-                    # the data pipeline from the same seed.
-                    net.set_params(warm_start=True, max_epochs=remaining)
-                    net.fit(X)
-                    net.set_params(warm_start=False, max_epochs=cfg.epochs)
+                    # partial_fit keeps weights, optimizer state and history; the data
+                    # pipeline is rebuilt from the same seed.
+                    net.set_params(max_epochs=remaining)
+                    net.partial_fit(X)
+                    net.set_params(max_epochs=cfg.epochs)
             else:
                 estimator = _build_estimator(cfg, quiet)
                 estimator.fit(train)

@@ -32,8 +32,8 @@ __all__ = [
     "build_gene_graph",
     "gene_set_embedding",
     "hash_genes",
-    "load_gene_sets",
     "pca_gene_loadings",
+    "prior_gene_sets",
 ]
 
 # Cells used for the co-expression PCA: enough for stable loadings, bounded cost.
@@ -112,20 +112,7 @@ def hash_genes(genes: Sequence[str], n_buckets: int = 2**14, n_hashes: int = 2) 
     return out
 
 
-def _read_gmt_or_list(path: Path) -> dict[str, list[str]]:
-    sets: dict[str, list[str]] = {}
-    lines = path.read_text().splitlines()
-    if path.suffix.lower() == ".gmt":
-        for line in lines:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) > 2:
-                sets[parts[0]] = [g.split(",")[0].strip() for g in parts[2:] if g.strip()]
-        return sets
-    genes = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
-    return {path.stem: genes}
-
-
-def load_gene_sets(gene_sets=None) -> dict[str, list[str]]:
+def prior_gene_sets(gene_sets=None) -> dict[str, list[str]]:
     """Normalise the ``gene_sets`` argument into ``{name: [genes]}``.
 
     Parameters
@@ -141,31 +128,28 @@ def load_gene_sets(gene_sets=None) -> dict[str, list[str]]:
 
     Examples
     --------
-    >>> load_gene_sets({"a": ["X", "Y"]})
+    >>> prior_gene_sets({"a": ["X", "Y"]})
     {'a': ['X', 'Y']}
     """
     if gene_sets is False:
         return {}
     if gene_sets is None:
-        try:
-            from sktx.genesets import BUILTIN_GENE_SETS
-        except ImportError:
-            return {}
+        from sktx.genesets import BUILTIN_GENE_SETS
+
         return {k: list(v) for k, v in BUILTIN_GENE_SETS.items()}
     if isinstance(gene_sets, Mapping):
         return {str(k): [str(g) for g in v] for k, v in gene_sets.items()}
     if isinstance(gene_sets, (str, Path)):
+        from sktx.genesets import read_gmt, read_list
+
         path = Path(gene_sets)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"gene-set file {str(path)!r} not found; pass a GMT/text path, a dict "
-                "of name -> genes, None (built-in lists) or False (no prior)."
-            )
-        return _read_gmt_or_list(path)
+        if path.suffix.lower() == ".gmt":
+            return read_gmt(path)
+        return {path.stem: read_list(path)}
     if isinstance(gene_sets, Iterable):
         merged: dict[str, list[str]] = {}
         for item in gene_sets:
-            merged.update(load_gene_sets(item))
+            merged.update(prior_gene_sets(item))
         return merged
     raise TypeError(
         f"`gene_sets` must be None, False, a dict, a path or a list of those; got "
@@ -318,7 +302,7 @@ def build_gene_graph(
         Gene symbols of the columns of ``X``.
     n_neighbors : int, default=16
         Neighbours per gene including itself (clipped to the number of genes).
-    gene_sets : see :func:`load_gene_sets`
+    gene_sets : see :func:`prior_gene_sets`
         Prior knowledge; genes sharing sets become neighbours.
     prior_fraction : float, default=0.5
         Share of the non-self neighbours taken from the prior (for genes
@@ -352,7 +336,7 @@ def build_gene_graph(
         coexp = (np.arange(n)[:, None] + np.arange(1, k_total)[None, :]) % n
 
     prior = np.full((n, 0), -1, dtype=np.int64)
-    sets = load_gene_sets(gene_sets)
+    sets = prior_gene_sets(gene_sets)
     n_prior = round(prior_fraction * (k_total - 1)) if sets else 0
     has_prior = np.zeros(n, dtype=bool)
     if n_prior > 0:

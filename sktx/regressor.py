@@ -30,8 +30,8 @@ from sktx.graph import (
     build_gene_graph,
     gene_set_embedding,
     hash_genes,
-    load_gene_sets,
     pca_gene_loadings,
+    prior_gene_sets,
 )
 from sktx.nn import GeneTokenModel, SetLoss, predict_cells
 
@@ -354,7 +354,7 @@ class PerturbationRegressor(NeuralNet):
             loadings=pca,
             random_state=0,
         )
-        sets = load_gene_sets(self.gene_sets)
+        sets = prior_gene_sets(self.gene_sets)
         prior_genes, prior_emb = gene_set_embedding(sets, _N_PRIOR) if sets else ([], None)
         if prior_emb is None:
             prior_emb = np.zeros((0, _N_PRIOR), dtype=np.float32)

@@ -9,8 +9,8 @@ from sktx.graph import (
     build_gene_graph,
     gene_set_embedding,
     hash_genes,
-    load_gene_sets,
     pca_gene_loadings,
+    prior_gene_sets,
 )
 
 
@@ -78,23 +78,23 @@ def test_hash_is_deterministic_and_salt_free():
 def test_gene_set_embedding_and_reader(tmp_path):
     gmt = tmp_path / "sets.gmt"
     gmt.write_text("a\tdesc\tX\tY\tZ\nb\tdesc\tY\tW\n")
-    sets = load_gene_sets(str(gmt))
+    sets = prior_gene_sets(str(gmt))
     assert sets == {"a": ["X", "Y", "Z"], "b": ["Y", "W"]}
     genes, emb = gene_set_embedding(sets, n_components=8)
     assert set(genes) == {"X", "Y", "Z", "W"} and emb.shape == (4, 8)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert load_gene_sets(False) == {}
+    assert prior_gene_sets(False) == {}
     with pytest.raises(FileNotFoundError, match="not found"):
-        load_gene_sets(str(tmp_path / "missing.gmt"))
+        prior_gene_sets(str(tmp_path / "missing.gmt"))
 
 
 def test_builtin_gene_sets_are_used_by_default():
-    sets = load_gene_sets(None)
+    sets = prior_gene_sets(None)
     assert sets and all(isinstance(v, list) for v in sets.values())
 
 
 def test_go_bp_embedding_covers_unmeasured_genes(genesets_dir):
-    sets = load_gene_sets(str(genesets_dir / "go_bp_2021.gmt"))
+    sets = prior_gene_sets(str(genesets_dir / "go_bp_2021.gmt"))
     genes, emb = gene_set_embedding(sets, 32)
     assert len(genes) > 14000 and emb.shape == (len(genes), 32)
     row = {g: i for i, g in enumerate(genes)}

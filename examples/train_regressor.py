@@ -68,7 +68,7 @@ def main() -> None:
 
     print(f"\nheld out: {sorted(set(test.obs[keys.get('perturbation_key', 'target_gene')]))}")
     print("pseudobulk-delta score (higher is better, 0 = perfect)")
-    print(f"  no change          {no_change_score(test, keys):.5f}")
+    print(f"  no change           {no_change_score(test, keys):.5f}")
     print(f"  baseline (0 epochs) {baseline.score(test):.5f}")
     print(f"  trained model       {model.score(test):.5f}")
 

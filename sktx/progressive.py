@@ -1,0 +1,407 @@
+"""ProgressiveFit: train over a growing, nested gene set, warm-starting every phase."""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import resource
+import time
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.utils import check_random_state, get_tags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["ProgressiveFit"]
+
+
+def _default_estimator():
+    # imported lazily: the default pipeline pulls in torch
+    from sklearn.pipeline import Pipeline
+
+    from sktx.regressor import PerturbationRegressor
+    from sktx.selection import GeneSelector
+
+    return Pipeline([("select", GeneSelector()), ("model", PerturbationRegressor())])
+
+
+def _peak_rss_gb() -> float:
+    # Linux reports KiB; this is the peak of the whole process so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _estimator_has(attr: str):
+    """`available_if` check: the fitted (or, before fit, the template) estimator has `attr`."""
+
+    def check(self) -> bool:
+        est = getattr(self, "estimator_", None)
+        if est is None:
+            est = self._template()
+        return hasattr(est, attr)
+
+    return check
+
+
+def _owner(estimator, param: str):
+    """The object that owns a nested parameter (``"model__max_epochs"`` -> the ``model`` step)."""
+    if "__" not in param:
+        return estimator
+    return estimator.get_params(deep=True)[param.rsplit("__", 1)[0]]
+
+
+def _n_genes(X) -> int:
+    if hasattr(X, "n_vars"):
+        return int(X.n_vars)
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(
+            f"ProgressiveFit needs an AnnData (cells x genes); got {type(X).__name__}."
+        )
+    return int(shape[1])
+
+
+class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
+    """Fit an estimator in phases over a growing gene set, warm-starting each phase.
+
+    Phase ``k`` sets ``param`` (the gene count of the selector) to
+    ``phases[k]`` and fits again. From the second phase on the model is the
+    *same fitted object* with ``warm_start=True``, so every parameter learnt so
+    far is carried over. With :class:`~sktx.regressor.PerturbationRegressor`
+    nothing changes shape between phases: gene embeddings live in a global
+    hashed vocabulary, so the genes added by a phase simply start training
+    their (so far untouched) embedding rows while the attention blocks and the
+    head continue from the previous phase. :class:`~sktx.selection.GeneSelector`
+    selections are nested, so phase ``k`` contains the genes of phase ``k - 1``
+    (with the default quotas: essential TF/pluripotency/target genes first,
+    then cell cycle and regulators, then perturbation-responsive genes, then
+    highly variable genes).
+
+    Parameters
+    ----------
+    estimator : estimator, optional
+        Fitted on an AnnData; must expose ``param``, ``warm_start_param`` and
+        (with ``epochs_per_phase``) ``epochs_param``. ``None`` builds
+        ``Pipeline([("select", GeneSelector()), ("model", PerturbationRegressor())])``
+        in ``fit``. The estimator is cloned; it is never fitted in place.
+    phases : sequence of int, default=(100, 1200, 2500, 5000)
+        Gene count of each phase, strictly increasing and positive. Counts
+        above the number of genes of the data are clipped to it (with a
+        warning) and phases that become equal are merged.
+    param : str, default="select__n_genes"
+        Parameter of ``estimator`` that takes the gene count.
+    epochs_per_phase : int or sequence of int, optional
+        Epochs of each phase (one int for all, or one per phase). ``None``
+        keeps the estimator's own ``max_epochs`` in every phase. When clipping
+        merges phases, their epochs are added up so the total is unchanged.
+    epochs_param : str, default="model__max_epochs"
+        Parameter that takes the epoch count (used with ``epochs_per_phase``).
+    warm_start_param : str, default="model__warm_start"
+        Parameter switched to ``True`` from the second phase on (``False`` in
+        the first phase of a fresh fit).
+    reset_optimizer : bool, default=False
+        Re-create the optimizer (fresh Adam moments and step count) at the
+        start of every phase after the first. The default keeps the
+        optimizer: the moments of the shared weights (attention blocks, head,
+        the embeddings of genes already trained) stay calibrated, whereas a
+        freshly initialised Adam takes a full ``lr``-sized step on *every*
+        weight in its first updates and partly undoes the previous phase.
+        The embedding rows of new genes have no gradient history either way.
+        This parameter only acts on skorch nets (objects with
+        ``initialize_optimizer``).
+    warm_start : bool, default=False
+        scikit-learn's convention: when ``True`` and this object is already
+        fitted, ``fit`` continues from ``estimator_`` (all phases run again on
+        the fitted model, and ``phase_history_`` grows) instead of starting
+        from a fresh clone.
+    random_state : int, RandomState or None, default=None
+        When set, one seed drawn from it is given to every ``random_state``
+        parameter of ``estimator`` for all phases (see Notes). ``None``
+        leaves the estimator's own ``random_state`` parameters alone.
+    verbose : int, default=0
+        Print one line per phase when > 0.
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The model after the last phase; ``predict``/``score``/``transform``
+        delegate to it.
+    phases_ : list of int
+        The phase plan that ran (after clipping).
+    phase_history_ : list of dict
+        One record per phase: ``phase``, ``n_genes``, ``epochs``, ``train_loss``
+        and ``valid_loss`` (per-epoch lists), ``valid_metric`` (last
+        ``valid_loss``, NaN without validation), ``wall_time_s`` (the whole
+        phase, selection included), ``peak_rss_gb`` (peak resident memory of
+        the process so far, from ``resource.getrusage``), ``seed``.
+        :func:`sktx.report.phase_history_frame` turns it into a DataFrame.
+    n_features_in_ : int
+        Genes in the AnnData passed to ``fit``.
+
+    See Also
+    --------
+    sktx.selection.GeneSelector : nested gene selection.
+    sktx.regressor.PerturbationRegressor : the warm-startable model.
+
+    Notes
+    -----
+    Loss values of different phases are averaged over different genes and so
+    are not directly comparable; only losses at the same gene count are.
+
+    The same seed is used in every phase rather than one seed per phase:
+    ``PerturbationRegressor`` draws its held-out validation perturbations
+    from its ``random_state``, so changing the seed between phases would let
+    a later phase validate on perturbations an earlier phase trained on.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sktx.datasets import make_perturbseq
+    >>> from sktx.progressive import ProgressiveFit
+    >>> from sktx.regressor import PerturbationRegressor
+    >>> from sktx.selection import GeneSelector
+    >>> adata = make_perturbseq(n_cells=400, n_genes=60, n_perturbations=6, random_state=0)
+    >>> pipe = Pipeline([("select", GeneSelector()),
+    ...                  ("model", PerturbationRegressor(d_model=16, set_size=16))])
+    >>> prog = ProgressiveFit(pipe, phases=(20, 60), epochs_per_phase=2, random_state=0)
+    >>> prog = prog.fit(adata)
+    >>> [(p["n_genes"], p["epochs"]) for p in prog.phase_history_]
+    [(20, 2), (60, 2)]
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        phases: Sequence[int] = (100, 1200, 2500, 5000),
+        param: str = "select__n_genes",
+        epochs_per_phase: int | Sequence[int] | None = None,
+        epochs_param: str = "model__max_epochs",
+        warm_start_param: str = "model__warm_start",
+        reset_optimizer: bool = False,
+        warm_start: bool = False,
+        random_state=None,
+        verbose: int = 0,
+    ):
+        self.estimator = estimator
+        self.phases = phases
+        self.param = param
+        self.epochs_per_phase = epochs_per_phase
+        self.epochs_param = epochs_param
+        self.warm_start_param = warm_start_param
+        self.reset_optimizer = reset_optimizer
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _template(self):
+        return _default_estimator() if self.estimator is None else self.estimator
+
+    # ------------------------------------------------------------------ validation
+    def _check_phases(self) -> list[int]:
+        phases = self.phases
+        if isinstance(phases, (numbers.Integral, str)) or not isinstance(
+            phases, (Sequence, np.ndarray)
+        ):
+            raise ValueError(
+                f"`phases` must be a sequence of gene counts such as (100, 1200, 2500), "
+                f"got {phases!r}."
+            )
+        if len(phases) == 0:
+            raise ValueError("`phases` is empty; give at least one gene count, e.g. (100, 500).")
+        for p in phases:
+            if not isinstance(p, numbers.Integral) or isinstance(p, bool) or p < 1:
+                raise ValueError(
+                    f"every phase must be a positive integer gene count; got {p!r} in "
+                    f"`phases={tuple(phases)!r}`."
+                )
+        phases = [int(p) for p in phases]
+        bad = [(a, b) for a, b in itertools.pairwise(phases) if b <= a]
+        if bad:
+            raise ValueError(
+                f"`phases` must be strictly increasing (each phase adds genes); "
+                f"{bad[0][1]} follows {bad[0][0]} in {tuple(phases)}."
+            )
+        return phases
+
+    def _check_epochs(self, n_phases: int) -> list[int] | None:
+        epochs = self.epochs_per_phase
+        if epochs is None:
+            return None
+        if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
+            epochs = [epochs] * n_phases
+        elif not isinstance(epochs, (Sequence, np.ndarray)) or isinstance(epochs, str):
+            raise ValueError(
+                f"`epochs_per_phase` must be None, an int or one int per phase; got {epochs!r}."
+            )
+        if len(epochs) != n_phases:
+            raise ValueError(
+                f"`epochs_per_phase` has {len(epochs)} entries but `phases` has {n_phases}; "
+                "give one epoch count per phase or a single int."
+            )
+        for e in epochs:
+            if not isinstance(e, numbers.Integral) or isinstance(e, bool) or e < 1:
+                raise ValueError(
+                    f"epochs must be positive integers; got {e!r} in `epochs_per_phase`."
+                )
+        return [int(e) for e in epochs]
+
+    def _check_params_exist(self, estimator) -> None:
+        names = estimator.get_params(deep=True)
+        needed = [("param", self.param), ("warm_start_param", self.warm_start_param)]
+        if self.epochs_per_phase is not None:
+            needed.append(("epochs_param", self.epochs_param))
+        for arg, name in needed:
+            if name not in names:
+                raise ValueError(
+                    f"`{arg}={name!r}` is not a parameter of {type(estimator).__name__}; "
+                    f"pass the `<step>__<param>` name of an existing parameter "
+                    f"(it has {_some(names)})."
+                )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, **fit_params):
+        """Run every phase on ``X``.
+
+        Parameters
+        ----------
+        X : AnnData
+            Cells x genes, as the estimator expects.
+        y : None
+            Passed through to the estimator (ignored by sktx estimators).
+        **fit_params
+            Passed to the estimator's ``fit`` in every phase.
+
+        Returns
+        -------
+        self
+        """
+        phases = self._check_phases()
+        epochs = self._check_epochs(len(phases))
+        n_available = _n_genes(X)
+        resume = bool(self.warm_start) and hasattr(self, "estimator_")
+        estimator = self.estimator_ if resume else clone(self._template())
+        self._check_params_exist(estimator)
+
+        clipped = [min(p, n_available) for p in phases]
+        if clipped != phases:
+            warnings.warn(
+                f"`phases` {tuple(phases)} ask for more genes than the data has "
+                f"({n_available}); clipped to {tuple(dict.fromkeys(clipped))}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        plan: list[int] = []
+        plan_epochs: list[int] = []
+        for i, n in enumerate(clipped):
+            if plan and plan[-1] == n:
+                if epochs is not None:
+                    plan_epochs[-1] += epochs[i]  # merged phases keep their total epochs
+                continue
+            plan.append(n)
+            if epochs is not None:
+                plan_epochs.append(epochs[i])
+
+        seed = None
+        if self.random_state is not None:
+            seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+            seeds = {
+                k: seed
+                for k in estimator.get_params(deep=True)
+                if k == "random_state" or k.endswith("__random_state")
+            }
+            estimator.set_params(**seeds)
+
+        model = _owner(estimator, self.warm_start_param)
+        history = list(getattr(self, "phase_history_", [])) if resume else []
+        for k, n in enumerate(plan):
+            warm = k > 0 or resume
+            params = {self.param: n, self.warm_start_param: warm}
+            if epochs is not None:
+                params[self.epochs_param] = plan_epochs[k]
+            estimator.set_params(**params)
+            if warm and self.reset_optimizer and getattr(model, "initialized_", False):
+                model.initialize_optimizer()
+            n_before = len(getattr(model, "history", None) or [])
+            start = time.perf_counter()
+            estimator.fit(X, y, **fit_params)
+            wall = time.perf_counter() - start
+            record = self._phase_record(model, n_before, n, wall, seed, len(history) + 1)
+            history.append(record)
+            if self.verbose > 0:
+                print(
+                    f"[ProgressiveFit] phase {record['phase']}: {n} genes, "
+                    f"{record['epochs']} epochs, train_loss {_last(record['train_loss']):.4g}, "
+                    f"valid_loss {record['valid_metric']:.4g}, {wall:.1f} s"
+                )
+        # leave the estimator as a plain (non-warm) fit would, so refitting it starts fresh
+        estimator.set_params(**{self.warm_start_param: False})
+        self.estimator_ = estimator
+        self.phases_ = plan
+        self.phase_history_ = history
+        self.n_features_in_ = n_available
+        return self
+
+    @staticmethod
+    def _phase_record(model, n_before, n_genes, wall, seed, phase) -> dict:
+        rows = list(getattr(model, "history", None) or [])[n_before:]
+
+        def curve(key):
+            return [float(r[key]) for r in rows if key in r]
+
+        train, valid = curve("train_loss"), curve("valid_loss")
+        return {
+            "phase": phase,
+            "n_genes": int(n_genes),
+            "epochs": len(rows),
+            "train_loss": train,
+            "valid_loss": valid,
+            "valid_metric": valid[-1] if valid else float("nan"),
+            "wall_time_s": wall,
+            "peak_rss_gb": _peak_rss_gb(),
+            "seed": seed,
+        }
+
+    # ------------------------------------------------------------------ delegation
+    @available_if(_estimator_has("predict"))
+    def predict(self, X, **params):
+        """Predict with the model of the last phase (see the estimator's ``predict``)."""
+        check_is_fitted(self)
+        return self.estimator_.predict(X, **params)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X, y=None, **params):
+        """Score with the model of the last phase (see the estimator's ``score``)."""
+        check_is_fitted(self)
+        return self.estimator_.score(X, y, **params)
+
+    @available_if(_estimator_has("transform"))
+    def transform(self, X, **params):
+        """Transform with the model of the last phase (see the estimator's ``transform``)."""
+        check_is_fitted(self)
+        return self.estimator_.transform(X, **params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            sub = get_tags(self._template())
+        except Exception:  # an estimator without tags; keep the defaults
+            return tags
+        tags.estimator_type = sub.estimator_type
+        tags.regressor_tags = sub.regressor_tags
+        tags.target_tags.required = sub.target_tags.required
+        tags.target_tags.multi_output = sub.target_tags.multi_output
+        tags.input_tags.sparse = sub.input_tags.sparse
+        tags.non_deterministic = sub.non_deterministic
+        return tags
+
+
+def _some(names, k: int = 8) -> str:
+    keys = sorted(names, key=lambda n: ("__" not in n, n))
+    return ", ".join(keys[:k]) + (", ..." if len(keys) > k else "")
+
+
+def _last(values) -> float:
+    return values[-1] if values else float("nan")

@@ -1,0 +1,215 @@
+"""ProgressiveFit: phase plans, warm start across gene sets, sklearn integration."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from sktx.datasets import make_perturbseq
+from sktx.model_selection import PerturbationSplit
+from sktx.progressive import ProgressiveFit
+from sktx.regressor import PerturbationRegressor
+from sktx.report import phase_history_frame
+from sktx.selection import GeneSelector
+
+SMALL = dict(set_size=16, d_model=16, n_layers=1, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_perturbseq(n_cells=800, n_genes=150, n_perturbations=10, random_state=0)
+
+
+def _pipe(**model):
+    params = {**SMALL, **model}
+    return Pipeline([("select", GeneSelector()), ("model", PerturbationRegressor(**params))])
+
+
+class _Stub(BaseEstimator):
+    """Test-local stand-in: takes an AnnData, supports warm_start/max_epochs and a history."""
+
+    def __init__(self, n_genes=10, max_epochs=2, warm_start=False, random_state=None):
+        self.n_genes = n_genes
+        self.max_epochs = max_epochs
+        self.warm_start = warm_start
+        self.random_state = random_state
+
+    def fit(self, adata, y=None):
+        if not (self.warm_start and hasattr(self, "history")):
+            self.history, self.w_ = [], 0.0
+            self.fits_ = []
+        self.fits_.append(self.n_genes)
+        for _ in range(self.max_epochs):
+            self.w_ += 1.0
+            self.history.append({"train_loss": 1.0 / self.w_, "valid_loss": 2.0 / self.w_})
+        return self
+
+
+def test_warm_start_carries_weights_into_next_phase(data):
+    # lr and phase-1 length chosen so phase 1 clearly learns something
+    pipe = _pipe(lr=3e-3)
+    prog = ProgressiveFit(pipe, phases=(50, 150), epochs_per_phase=(6, 2), random_state=0)
+    prog.fit(data)
+    seed = prog.phase_history_[0]["seed"]
+    # the same phase-2 model from scratch: same genes, seed (thus same validation
+    # perturbations and the same sets), epochs
+    scratch = clone(pipe).set_params(
+        select__n_genes=150,
+        model__max_epochs=2,
+        model__random_state=seed,
+        select__random_state=seed,
+    )
+    scratch.fit(data)
+    warm_valid = prog.phase_history_[1]["valid_loss"][0]
+    cold_valid = scratch[-1].history[0, "valid_loss"]
+    assert warm_valid < cold_valid * 0.98, (warm_valid, cold_valid)
+    assert prog.estimator_[-1].genes_ == scratch[-1].genes_
+    # the user's estimator was cloned, never fitted
+    assert not hasattr(pipe[-1], "module_")
+    assert not hasattr(pipe[0], "selected_genes_")
+
+
+def test_phase_history_and_delegation(data):
+    prog = ProgressiveFit(_pipe(), phases=(30, 80, 150), epochs_per_phase=[1, 2, 1], random_state=1)
+    prog.fit(data)
+    hist = prog.phase_history_
+    assert [h["n_genes"] for h in hist] == [30, 80, 150] == prog.phases_
+    assert [h["epochs"] for h in hist] == [1, 2, 1]
+    for h in hist:
+        assert len(h["train_loss"]) == len(h["valid_loss"]) == h["epochs"]
+        assert np.isfinite(h["valid_metric"]) and h["valid_metric"] == h["valid_loss"][-1]
+        assert h["wall_time_s"] > 0 and h["peak_rss_gb"] > 0
+    assert prog.n_features_in_ == data.n_vars
+    # nested: every phase's genes contain the previous phase's
+    ranking = list(prog.estimator_[0].ranking_)
+    assert prog.estimator_[-1].genes_ == ranking[:150]
+    # the model kept one history over all phases (same object, warm-started)
+    assert len(prog.estimator_[-1].history) == 4
+    frame = phase_history_frame(hist)
+    assert list(frame["phase"]) == [1, 2, 2, 3]
+    ctrl = data[data.obs["target_gene"] == "non-targeting"].copy()
+    ctrl.obs["target_gene"] = data.obs["target_gene"].cat.categories[0]
+    pred = prog.predict(ctrl)
+    assert pred.shape == (ctrl.n_obs, 150)
+    score = prog.score(data)
+    assert np.isfinite(score) and score <= 0
+    assert prog.estimator_.get_params()["model__warm_start"] is False
+
+
+def test_clipping_warns_at_caller_and_merges_phases(data):
+    stub = _Stub()
+    prog = ProgressiveFit(
+        stub, phases=(50, 200, 400), param="n_genes", epochs_per_phase=(1, 2, 3),
+        epochs_param="max_epochs", warm_start_param="warm_start",
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"clipped to \(50, 150\)") as rec:
+        prog.fit(data)
+    assert rec[0].filename == __file__
+    assert prog.phases_ == [50, 150]
+    assert [h["epochs"] for h in prog.phase_history_] == [1, 5]  # merged epochs add up
+    assert prog.estimator_.fits_ == [50, 150]
+
+
+@pytest.mark.parametrize(
+    ("phases", "match"),
+    [
+        ((100, 100), "strictly increasing"),
+        ((200, 100), "strictly increasing"),
+        ((0, 10), "positive integer"),
+        ((10, 20.5), "positive integer"),
+        ((True, 20), "positive integer"),
+        ((), "empty"),
+        (100, "sequence"),
+        ("100", "sequence"),
+    ],
+)
+def test_invalid_phases(data, phases, match):
+    with pytest.raises(ValueError, match=match):
+        ProgressiveFit(_Stub(), phases=phases, param="n_genes").fit(data)
+
+
+def test_invalid_epochs_and_param_names(data):
+    kw = dict(param="n_genes", epochs_param="max_epochs", warm_start_param="warm_start")
+    with pytest.raises(ValueError, match="2 entries but `phases` has 3"):
+        ProgressiveFit(_Stub(), phases=(1, 2, 3), epochs_per_phase=(1, 2), **kw).fit(data)
+    with pytest.raises(ValueError, match="positive integers"):
+        ProgressiveFit(_Stub(), phases=(1, 2), epochs_per_phase=0, **kw).fit(data)
+    with pytest.raises(ValueError, match="`param='select__n_gens'`"):
+        ProgressiveFit(_pipe(), phases=(5, 10), param="select__n_gens").fit(data)
+    with pytest.raises(ValueError, match="epochs_param"):
+        ProgressiveFit(
+            _Stub(),
+            phases=(1, 2),
+            param="n_genes",
+            warm_start_param="warm_start",
+            epochs_per_phase=1,
+        ).fit(data)
+
+
+def test_stub_semantics_seed_and_warm_start_resume(data):
+    kw = dict(param="n_genes", epochs_param="max_epochs", warm_start_param="warm_start")
+    prog = ProgressiveFit(_Stub(), phases=(5, 10), epochs_per_phase=2, random_state=3, **kw)
+    prog.fit(data)
+    assert prog.estimator_.w_ == 4.0  # weights carried across the two phases
+    assert prog.phase_history_[1]["train_loss"] == [1 / 3, 1 / 4]
+    seed = prog.phase_history_[0]["seed"]
+    assert prog.estimator_.random_state == seed == prog.phase_history_[1]["seed"]
+    # refit without warm_start starts again from a clone
+    prog.fit(data)
+    assert prog.estimator_.w_ == 4.0 and len(prog.phase_history_) == 2
+    # sklearn's warm_start: continue from the fitted estimator
+    prog.set_params(warm_start=True, phases=(10,))
+    prog.fit(data)
+    assert prog.estimator_.w_ == 6.0
+    assert [h["phase"] for h in prog.phase_history_] == [1, 2, 3]
+    # no predict/score on the stub: not delegated
+    assert not hasattr(prog, "predict") and not hasattr(prog, "score")
+    assert hasattr(ProgressiveFit(_pipe()), "predict")
+
+
+def test_reset_optimizer(data):
+    calls = []
+
+    class Counting(PerturbationRegressor):
+        def initialize_optimizer(self, triggered_directly=None):
+            calls.append(1)
+            return super().initialize_optimizer(triggered_directly)
+
+    pipe = Pipeline([("select", GeneSelector()), ("model", Counting(max_epochs=1, **SMALL))])
+    for reset, expected in ((False, 1), (True, 3)):
+        calls.clear()
+        ProgressiveFit(pipe, phases=(20, 40, 60), reset_optimizer=reset, random_state=0).fit(data)
+        assert len(calls) == expected
+
+
+def test_clone_pickle_and_grid_search(data):
+    prog = ProgressiveFit(_pipe(), phases=(20, 60), epochs_per_phase=1, random_state=0)
+    prog.fit(data)
+    cloned = clone(prog)
+    assert not hasattr(cloned, "estimator_")
+    assert cloned.get_params()["phases"] == (20, 60)
+    restored = pickle.loads(pickle.dumps(prog))
+    assert restored.score(data) == pytest.approx(prog.score(data))
+
+    search = GridSearchCV(
+        ProgressiveFit(
+            _pipe(validation_fraction=0.0, on_unknown_target="warn"),
+            epochs_per_phase=1,
+            random_state=0,
+        ),
+        {"phases": [(20, 40), (40,)]},
+        cv=PerturbationSplit(2),
+        error_score="raise",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(data)
+    assert search.best_params_["phases"] in [(20, 40), (40,)]
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_estimator_.phases_[-1] == 40

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -87,7 +87,10 @@ class TrainingProgress(Callback):
         Also draw a bar over the minibatches of the running epoch (removed
         when the epoch ends).
     desc : str, default="epochs"
-        Label of the epoch bar. :func:`phase_progress` sets it per phase.
+        Label of the epoch bar; the gene count of the net (``genes_``) is added.
+    phases : sequence of int, optional
+        Gene counts of the phases of a :class:`~sktx.progressive.ProgressiveFit`
+        run; the epoch bar of each phase is then labelled ``"phase 2/4 · 1200 genes"``.
     file : file-like, optional
         Stream for the bars; ``sys.stderr`` by default.
 
@@ -124,11 +127,13 @@ class TrainingProgress(Callback):
         disable: bool | str = "auto",
         batches: bool = True,
         desc: str = "epochs",
+        phases: Sequence[int] | None = None,
         file: IO[str] | None = None,
     ) -> None:
         self.disable = disable
         self.batches = batches
         self.desc = desc
+        self.phases = phases
         self.file = file
 
     def initialize(self) -> TrainingProgress:
@@ -155,7 +160,11 @@ class TrainingProgress(Callback):
         desc = self.desc
         genes = getattr(net, "genes_", None)
         if genes is not None:  # tells the phases of a progressive fit apart
-            desc = f"{desc} ({len(genes)} genes)"
+            phases = list(self.phases or [])
+            if len(genes) in phases:
+                desc = f"phase {phases.index(len(genes)) + 1}/{len(phases)} · {len(genes)} genes"
+            else:
+                desc = f"{desc} ({len(genes)} genes)"
         self.epoch_bar_ = self._bar(total=total, desc=desc, unit="epoch", leave=True)
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs) -> None:

@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
+from skorch.callbacks import Callback
 from typer.core import TyperGroup
 
 __all__ = ["app", "main"]
@@ -388,6 +389,27 @@ class TrainConfig:
         return out
 
 
+def _phase_plan(cfg: TrainConfig) -> list[int]:
+    if cfg.phases:
+        return list(cfg.phases)
+    return [p for p in (100, 1200, 2500, 5000) if p < cfg.genes] + [cfg.genes]
+
+
+class _StopAfterCtrlC(Callback):
+    """Ends a progressive fit at the next phase once Ctrl-C was pressed.
+
+    skorch ends the running phase on KeyboardInterrupt and returns normally, so
+    without this the next phase would start.
+    """
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs) -> None:
+        if _STATE["interrupted"]:
+            raise KeyboardInterrupt
+
+
+_STATE = {"interrupted": False}
+
+
 def _build_estimator(cfg: TrainConfig, quiet: bool):
     from sklearn.pipeline import Pipeline
 
@@ -396,7 +418,11 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
     (GeneSelector,) = _require("sktx.selection", "GeneSelector")
     (PerturbationRegressor,) = _require("sktx.regressor", "PerturbationRegressor")
     keys = asdict(cfg.keys)
-    progress = TrainingProgress(disable=True if quiet else "auto")
+    progressive = cfg.strategy == Strategy.progressive.value
+    phases = _phase_plan(cfg) if progressive else None
+    callbacks = [TrainingProgress(disable=True if quiet else "auto", phases=phases)]
+    if progressive:
+        callbacks.append(_StopAfterCtrlC())
     model = _make(
         PerturbationRegressor,
         **keys,
@@ -406,17 +432,18 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
         device=cfg.device,
         random_state=cfg.seed,
         verbose=0,
-        callbacks=[progress],
+        callbacks=callbacks,
         # Score every held-out perturbation; unembeddable targets are named in the report.
         on_unknown_target="warn",
         **({"gene_sets": list(cfg.gene_sets)} if cfg.gene_sets else {}),
     )
     select = _make(GeneSelector, n_genes=cfg.genes, random_state=cfg.seed, **keys)
     pipe = Pipeline([("select", select), ("model", model)])
-    if cfg.strategy == Strategy.standard.value:
+    if not progressive:
         return pipe
+    from sktx.callbacks import progress_enabled
+
     (ProgressiveFit,) = _require("sktx.progressive", "ProgressiveFit")
-    phases = cfg.phases or [p for p in (100, 1200, 2500, 5000) if p < cfg.genes] + [cfg.genes]
     return _make(
         ProgressiveFit,
         estimator=pipe,
@@ -424,7 +451,8 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
         epochs_per_phase=cfg.epochs,
         param="select__n_genes",
         random_state=cfg.seed,
-        verbose=0 if quiet else 1,
+        # one line per phase where no progress bar shows it (logs, CI)
+        verbose=0 if quiet or progress_enabled("auto") else 1,
     )
 
 
@@ -446,10 +474,18 @@ def _selector(estimator):
 def _history(estimator) -> pd.DataFrame | None:
     from sktx.report import history_frame, phase_history_frame
 
+    net = _final_net(estimator)
     phases = getattr(estimator, "phase_history_", None)
     if phases:
+        # The same net is warm-started through the phases: its history holds every epoch
+        # with throughput and memory; the phase records say which epochs belong where.
+        epochs = [int(p.get("epochs", 0)) for p in phases]
+        if getattr(net, "history", None) is not None and len(net.history) == sum(epochs):
+            frame = history_frame(net)
+            frame["phase"] = np.repeat(np.arange(1, len(phases) + 1), epochs)
+            frame["n_genes"] = np.repeat([p.get("n_genes") for p in phases], epochs)
+            return frame
         return phase_history_frame(phases)
-    net = _final_net(estimator)
     if getattr(net, "history", None) is None:
         return None
     sel = _selector(estimator)
@@ -464,10 +500,12 @@ class _Interrupt:
         self.hit = False
 
     def __enter__(self) -> _Interrupt:
+        _STATE["interrupted"] = False
         self._old = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
             self.hit = True
+            _STATE["interrupted"] = True
             raise KeyboardInterrupt
 
         try:
@@ -523,8 +561,19 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool):
                 estimator = _build_estimator(cfg, quiet)
                 estimator.fit(train)
         except KeyboardInterrupt:
-            typer.echo("\ninterrupted before training started; nothing saved", err=True)
+            if cfg.strategy == Strategy.progressive.value and interrupt.hit:
+                what = "progressive runs cannot be resumed (--resume is for --strategy standard)"
+            else:
+                what = "interrupted before training started"
+            typer.echo(f"\ninterrupted; {what}; nothing saved", err=True)
             raise typer.Exit(130) from None
+    if interrupt.hit and cfg.strategy == Strategy.progressive.value:
+        typer.echo(
+            "\ninterrupted; progressive runs cannot be resumed (--resume is for --strategy "
+            "standard); nothing saved",
+            err=True,
+        )
+        raise typer.Exit(130)
     if interrupt.hit:
         _save(estimator, ckpt)
         typer.echo(
@@ -656,6 +705,8 @@ def _run(cfg: TrainConfig, *, quiet: bool, resume: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cfg.name = cfg.name or out.resolve().name
     cfg.model_name = "ProgressiveFit" if cfg.strategy == "progressive" else "PerturbationRegressor"
+    if cfg.strategy == Strategy.progressive.value:
+        cfg.phases = _phase_plan(cfg)
     source = "simulated (sktx.datasets.make_perturbseq)" if cfg.data == DEMO else str(cfg.data)
     _echo(quiet, f"loading {source} ...")
     adata = _load(

@@ -326,6 +326,24 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
     assert len(history) == 2  # 1 epoch before Ctrl-C + 1 after --resume
 
 
+def test_progressive_strategy(sim_file, tmp_path):
+    pytest.importorskip("sktx.progressive", reason="ProgressiveFit not available yet")
+    run = tmp_path / "prog"
+    result = _run(
+        "train", "--data", sim_file, "--out", run, "--strategy", "progressive",
+        "--phases", "20,80", "--genes", "80", "--epochs", "1", "--cells", "400",
+        "--no-baselines", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    history = pd.read_csv(run / "history.csv")
+    assert history["phase"].tolist() == [1, 2]
+    assert history["n_genes"].tolist() == [20, 80]
+    assert history["cells_per_s"].gt(0).all()
+    assert json.loads((run / "config.json").read_text())["phases"] == [20, 80]
+    assert "ProgressiveFit" in (run / "report.md").read_text()
+    _one_line_error(_run("train", "--data", sim_file, "--out", run, "--resume"), "--resume")
+
+
 # The real model on real data -------------------------------------------------------------------
 
 

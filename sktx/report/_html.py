@@ -51,7 +51,7 @@ def _fmt(value: object) -> str:
             return f"{value:.3g}"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
-        digits = 1 if abs(value) >= 100 else 4
+        digits = 1 if abs(value) >= 100 else 2 if abs(value) >= 10 else 4
         return f"{value:,.{digits}f}".rstrip("0").rstrip(".")
     if isinstance(value, (list, tuple)):
         shown = ", ".join(str(v) for v in value[:12])

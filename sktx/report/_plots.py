@@ -36,6 +36,8 @@ def _global_epoch(history: pd.DataFrame) -> np.ndarray:
 
 def loss_png(history: pd.DataFrame) -> bytes | None:
     """Training and validation loss per epoch, phase boundaries as dashed lines."""
+    from matplotlib.ticker import MaxNLocator
+
     if history is None or history.empty:
         return None
     cols = [c for c in ("train_loss", "valid_loss") if c in history and history[c].notna().any()]
@@ -48,25 +50,31 @@ def loss_png(history: pd.DataFrame) -> bytes | None:
         "train_loss": ("train", "-o", "#d6604d"),
         "valid_loss": ("validation", "-s", "#4393c3"),
     }
+    phase = history["phase"].to_numpy() if "phase" in history else np.ones(len(history), int)
+    starts = np.flatnonzero(np.r_[True, phase[1:] != phase[:-1]])
+    bounds = [*starts.tolist(), len(history)]
     for col in cols:
         label, marker, color = styles[col]
-        ax.plot(x, history[col].to_numpy(float), marker, ms=3, lw=1.5, color=color, label=label)
-    if "phase" in history and history["phase"].nunique() > 1:
-        phase = history["phase"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, phase[1:] != phase[:-1]])
+        y = history[col].to_numpy(float)
+        # One segment per phase: losses over different gene sets are not one curve.
+        for i in range(len(starts)):
+            seg = slice(bounds[i], bounds[i + 1])
+            ax.plot(
+                x[seg], y[seg], marker, ms=3, lw=1.5, color=color, label=label if i == 0 else None
+            )
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.18 * (high - low))  # room for the phase labels
+    if len(starts) > 1:
+        left = ax.get_xlim()[0]
         for i, start in enumerate(starts):
             if i:
                 ax.axvline(start + 0.5, color="#555", ls="--", lw=1)
             genes = history["n_genes"].iloc[start] if "n_genes" in history else None
             text = f"phase {phase[start]}" + (f"\n{int(genes)} genes" if genes == genes else "")
             ax.text(
-                start + 0.6, 1.0, text, transform=ax.get_xaxis_transform(),
+                max(start + 0.6, left + 0.05), 0.98, text, transform=ax.get_xaxis_transform(),
                 va="top", fontsize=8, color="#333",
             )  # fmt: skip
-    from matplotlib.ticker import MaxNLocator
-
-    low, high = ax.get_ylim()
-    ax.set_ylim(low, high + 0.18 * (high - low))  # room for the phase labels
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (all phases)")
     ax.set_ylabel("loss")

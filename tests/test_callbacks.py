@@ -79,7 +79,13 @@ def test_regressor_throughput_is_reported():
     adata = make_perturbseq(n_cells=200, n_genes=30, n_perturbations=4, random_state=0)
     progress = TrainingProgress(disable=True)
     model = regressor.PerturbationRegressor(
-        max_epochs=2, set_size=8, gene_sets=False, random_state=0, callbacks=[progress]
+        max_epochs=2,
+        set_size=8,
+        d_model=16,
+        n_layers=1,
+        gene_sets=False,
+        random_state=0,
+        callbacks=[progress],
     ).fit(adata)
     assert progress.cells_per_s_ == pytest.approx(model.history[-1, "cells_per_s"])
     assert progress.cells_per_s_ > 0

@@ -305,6 +305,8 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
             **asdict(cfg.keys),
             max_epochs=cfg.epochs,
             set_size=8,
+            d_model=16,
+            n_layers=1,
             gene_sets=False,
             random_state=cfg.seed,
             callbacks=[CtrlCAfterFirstEpoch()],
@@ -326,6 +328,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
     assert len(history) == 2  # 1 epoch before Ctrl-C + 1 after --resume
 
 
+@pytest.mark.slow  # ~10 s: two phases of the full pipeline
 def test_progressive_strategy(sim_file, tmp_path):
     pytest.importorskip("sktx.progressive", reason="ProgressiveFit not available yet")
     run = tmp_path / "prog"

@@ -102,17 +102,25 @@ PertKey = Annotated[
     str | None,
     typer.Option(
         "--perturbation-key",
-        help="obs column naming each cell's perturbation [default: target_gene; "
-        "the simulator's for --data demo].",
+        help="obs column naming each cell's perturbation [default: found in the file "
+        "(target_gene, perturbation, ...), else target_gene].",
     ),
 ]
 ControlLabel = Annotated[
     str | None,
-    typer.Option("--control-label", help="Label of control cells [default: non-targeting]."),
+    typer.Option(
+        "--control-label",
+        help="Label of control cells [default: found in the file (non-targeting, control, "
+        "ctrl, ...), else non-targeting].",
+    ),
 ]
 CellTypeKey = Annotated[
     str | None,
-    typer.Option("--cell-type-key", help="obs column with the cell type (controls per type)."),
+    typer.Option(
+        "--cell-type-key",
+        help="obs column with the cell type; controls per type [default: cell_type, "
+        "celltype or cell_line when present].",
+    ),
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
@@ -788,19 +796,24 @@ def _parse_phases(phases: str | None) -> list[int] | None:
     return values
 
 
+def _examples(*lines: str) -> str:
+    # "\b" keeps click from re-wrapping the block.
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" if line else "" for line in lines)
+
+
 # Commands -------------------------------------------------------------------------------------
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  sktx train --data demo --genes 500 --epochs 5 --out runs/sim\n\n"
-        "  sktx train --data ../shared/data/norman2019_mcfaline2023_devel.h5ad "
-        "--perturbation-key perturbation --control-label control --cell-type-key cell_type "
-        "--genes 500 --epochs 20 --out runs/norman\n\n"
-        "  sktx train --data screen.h5ad --strategy progressive --phases 100,1200,2500,5000 "
-        "--genes 5000 --out runs/prog\n\n"
-        "  sktx train --data screen.h5ad --out runs/norman --resume   # after Ctrl-C"
+    epilog=_examples(
+        "sktx train --data demo --genes 500 --epochs 5 --out runs/sim",
+        "sktx train --data ../shared/data/norman2019_mcfaline2023_devel.h5ad \\",
+        "    --perturbation-key perturbation --control-label control \\",
+        "    --cell-type-key cell_type --gene-sets ../shared/genesets/go_bp_2021.gmt \\",
+        "    --genes 500 --epochs 20 --out runs/norman",
+        "sktx train --data screen.h5ad --strategy progressive \\",
+        "    --phases 100,1200,2500,5000 --genes 5000 --out runs/prog",
+        "sktx train --data screen.h5ad --out runs/norman --resume   # after Ctrl-C",
     )
 )
 @_guard
@@ -875,12 +888,11 @@ def train(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  sktx demo                                # simulated screen -> runs/demo\n\n"
-        "  sktx demo --epochs 10 --out runs/demo10\n\n"
-        "  sktx demo --data ../shared/data/norman2019_mcfaline2023_devel.h5ad "
-        "--perturbation-key perturbation --control-label control --cell-type-key cell_type"
+    epilog=_examples(
+        "sktx demo                                # simulated screen -> runs/demo",
+        "sktx demo --epochs 10 --out runs/demo10",
+        "sktx demo --data ../shared/data/norman2019_mcfaline2023_devel.h5ad \\",
+        "    --gene-sets ../shared/genesets/go_bp_2021.gmt",
     )
 )
 @_guard
@@ -933,11 +945,11 @@ def demo(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  sktx predict --model runs/norman --data query.h5ad --out pred.h5ad\n\n"
-        "The query holds control cells whose obs[perturbation_key] names the perturbation to\n"
-        "simulate (see sktx.model_selection.make_query)."
+    epilog=_examples(
+        "sktx predict --model runs/norman --data query.h5ad --out pred.h5ad",
+        "",
+        "The query holds control cells whose obs[perturbation_key] names the",
+        "perturbation to simulate (see sktx.model_selection.make_query).",
     )
 )
 @_guard
@@ -996,12 +1008,12 @@ def _restrict_to_predicted(real, pred, keys: Keys, quiet: bool):
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  sktx evaluate --real heldout.h5ad --pred pred.h5ad --perturbation-key perturbation "
-        "--control-label control\n\n"
-        "  sktx evaluate --real heldout.h5ad --pred pred.h5ad --baseline none --out scores\n\n"
-        "Writes <out>.json and <out>.csv (mean metrics per model) and <out>_per_perturbation.csv."
+    epilog=_examples(
+        "sktx evaluate --real heldout.h5ad --pred pred.h5ad",
+        "sktx evaluate --real heldout.h5ad --pred pred.h5ad --baseline none --out scores",
+        "",
+        "Writes <out>.json, <out>.csv (mean metrics per model) and",
+        "<out>_per_perturbation.csv.",
     )
 )
 @_guard
@@ -1059,11 +1071,10 @@ def evaluate(
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  sktx select --data demo --genes 200 --out genes.csv\n\n"
-        "  sktx select --data screen.h5ad --genes 500 --perturbation-key perturbation "
-        "--control-label control --out genes.csv"
+    epilog=_examples(
+        "sktx select --data demo --genes 200 --out genes.csv",
+        "sktx select --data screen.h5ad --genes 500 --perturbation-key perturbation \\",
+        "    --control-label control --out genes.csv",
     )
 )
 @_guard
@@ -1095,7 +1106,7 @@ def select(
 
 
 @app.command(
-    epilog="Examples:\n\n  sktx report runs/norman\n\n  sktx report runs/norman --out /tmp/report"
+    epilog=_examples("sktx report runs/norman", "sktx report runs/norman --out /tmp/report")
 )
 @_guard
 def report(

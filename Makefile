@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sktx-installed
 DATA ?= demo
 OUT ?= runs/demo
+ARGS ?=
 # pip lists every local index it skips; keep the log readable.
 PIP_QUIET := 2> >(grep -v "is ignored: it is neither" >&2)
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/sktx demo --data $(DATA) --out $(OUT)
+	$(BIN)/sktx demo --data $(DATA) --out $(OUT) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check sktx tests benchmarks examples

@@ -116,6 +116,10 @@ def test_splitter_and_make_query_leave_inputs_alone(data):
 def test_layer_input_untouched(data):
     """Fitting from a layer (counts) must not normalise that layer in place."""
     before = fingerprint(data)
-    _regressor().set_params(layer="counts").fit(data).predict(make_query(data))
+    query = make_query(data)
+    query.layers["counts"] = query.X.copy()
+    qbefore = fingerprint(query)
+    _regressor().set_params(layer="counts").fit(data).predict(query)
+    assert fingerprint(query) == qbefore
     GeneSelector(n_genes=30, layer="counts", random_state=0).fit_transform(data)
     assert fingerprint(data) == before

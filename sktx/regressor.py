@@ -294,6 +294,10 @@ class PerturbationRegressor(NeuralNet):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        epochs = self.max_epochs
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+            # a negative count used to train for zero epochs silently
+            raise ValueError(f"`max_epochs` must be a non-negative integer, got {epochs!r}.")
         if self.attention not in ("sparse", "dense"):
             raise ValueError(f"`attention` must be 'sparse' or 'dense', got {self.attention!r}.")
         if not 0 <= self.validation_fraction < 1:

@@ -535,8 +535,22 @@ def _save(obj, path: Path) -> None:
 
 
 def _load_pickle(path: Path):
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
+    try:
+        with open(path, "rb") as fh:
+            obj = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        # an empty/partial/garbage file must not surface as a traceback (or as "aborted":
+        # click turns a bare EOFError into Abort)
+        raise BadInput(
+            f"{str(path)!r} is corrupt or incomplete ({type(exc).__name__}: {exc}); "
+            "delete it and train again"
+        ) from None
+    if not hasattr(obj, "fit"):
+        raise BadInput(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a fitted sktx model; "
+            "delete it and train again"
+        )
+    return obj
 
 
 def _epochs_done(estimator) -> int:

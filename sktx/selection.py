@@ -500,7 +500,7 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"scanpy `highly_variable_genes(flavor={flavor!r})` failed ({err}); ranking "
                 "variability by the variance of log1p expression instead.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
             return _log_variance(data.X), "variance"
 

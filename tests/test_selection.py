@@ -311,6 +311,20 @@ def test_seurat_v3_on_log_data_is_rejected(norman):
         GeneSelector(hvg_flavor="seurat_v3", **NORMAN_KW).fit(norman)
 
 
+def test_hvg_flavors_on_counts(sim):
+    from sktx.selection import _has_skmisc
+
+    auto = GeneSelector(n_genes=30).fit(sim)
+    assert auto.hvg_flavor_ == ("seurat_v3" if _has_skmisc() else "seurat")
+    ranger = GeneSelector(n_genes=30, hvg_flavor="cell_ranger").fit(sim)
+    assert ranger.hvg_flavor_ == "cell_ranger"
+    if _has_skmisc():
+        assert GeneSelector(n_genes=30, hvg_flavor="seurat_v3").fit(sim).hvg_flavor_ == "seurat_v3"
+    else:
+        with pytest.raises(ImportError, match="scikit-misc"):
+            GeneSelector(n_genes=30, hvg_flavor="seurat_v3").fit(sim)
+
+
 def test_more_genes_than_data_warns_and_selects_all(sim):
     with pytest.warns(UserWarning, match="exceeds the 120 genes") as record:
         sel = GeneSelector(n_genes=1000).fit(sim)
@@ -326,8 +340,9 @@ def test_hvg_falls_back_when_scanpy_fails(sim, monkeypatch):
         raise ValueError("bins must increase monotonically")
 
     monkeypatch.setattr(sc.pp, "highly_variable_genes", broken)
-    with pytest.warns(UserWarning, match="failed .*bins must increase"):
+    with pytest.warns(UserWarning, match="failed .*bins must increase") as record:
         sel = GeneSelector(n_genes=30).fit(sim)
+    assert record[0].filename == __file__
     assert sel.hvg_flavor_ == "variance"
     assert len(sel.selected_genes_) == 30
 

@@ -618,7 +618,16 @@ class PerturbationRegressor(NeuralNet):
                     training = prefix == "train"
                     self.notify("on_batch_begin", batch=batch, training=training)
                     step = step_fn(batch, **fit_params)
-                    self.history.record_batch(prefix + "_loss", step["loss"].item())
+                    loss = step["loss"].item()
+                    if not np.isfinite(loss):
+                        # stop before NaN weights spread; skorch would carry on silently
+                        raise FloatingPointError(
+                            f"{prefix} loss is {loss} in epoch {len(self.history)} (batch "
+                            f"{n_batches + 1}); training stopped. Lower `lr` (now {self.lr}), "
+                            f'use precision="32" (now {self.precision!r}), or check the '
+                            "input for extreme values."
+                        )
+                    self.history.record_batch(prefix + "_loss", loss)
                     self.history.record_batch(prefix + "_batch_size", len(sb.groups))
                     self.history.record_batch("n_cells", sb.n_cells)
                     self.notify("on_batch_end", batch=batch, training=training, **step)

@@ -518,6 +518,9 @@ class _Interrupt:
 
         try:
             signal.signal(signal.SIGINT, handler)
+            # SIGTERM (kill, job schedulers) saves the checkpoint the same way
+            self._old_term = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, handler)
         except ValueError:  # not the main thread (e.g. some test runners): keep default
             self._old = None
         return self
@@ -525,6 +528,7 @@ class _Interrupt:
     def __exit__(self, *exc: object) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+            signal.signal(signal.SIGTERM, self._old_term)
 
 
 def _save(obj, path: Path) -> None:

@@ -52,14 +52,7 @@ def _kill_mid_epoch_2(cmd, marker, sig):
     "sig",
     [
         signal.SIGINT,
-        pytest.param(
-            signal.SIGTERM,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="defect: sktx train handles SIGINT only; SIGTERM (kill, job schedulers) "
-                "ends the process with no checkpoint",
-            ),
-        ),
+        signal.SIGTERM,
     ],
     ids=["SIGINT", "SIGTERM"],
 )

@@ -558,11 +558,17 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Returns
         -------
         AnnData
-            ``adata[:, selected_genes_].copy()``.
+            ``adata[:, selected_genes_].copy()``. Raw counts are first
+            library-size normalised and log1p-transformed over *all* genes
+            (:func:`sktx.log_normalize`, counts kept in ``layers['counts']``),
+            so the values of a gene do not depend on which panel was selected.
         """
         check_is_fitted(self, "selected_genes_")
         validate_adata(adata, perturbation_key=None, check_values=False)
         genes = check_genes(adata, self.selected_genes_, what="selected genes")
+        if self.layer is None and not is_log_normalized(adata):
+            # normalising after subsetting would rescale every cell by the panel's total
+            return log_normalize(adata)[:, genes].copy()
         return adata[:, genes].copy()
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:

@@ -264,7 +264,8 @@ def test_transform_and_feature_names(symsim):
     np.testing.assert_array_equal(out.var_names, sel.selected_genes_)
     np.testing.assert_array_equal(sel.get_feature_names_out(), sel.selected_genes_)
     col = list(symsim.var_names).index(sel.selected_genes_[0])
-    np.testing.assert_array_equal(out.X[:, 0].toarray(), symsim.X[:, col].toarray())
+    # raw counts come back log1p-normalised over all genes, then subset
+    np.testing.assert_array_equal(out.layers["counts"][:, 0].toarray(), symsim.X[:, col].toarray())
     pd.testing.assert_frame_equal(out.obs, symsim.obs)
     assert sel.n_features_in_ == symsim.n_vars
     np.testing.assert_array_equal(sel.feature_names_in_, symsim.var_names)
@@ -392,3 +393,17 @@ def test_pipeline_and_grid_search(sim):
     search.fit(sim)
     assert search.best_params_ == {"select__n_genes": 40}
     assert search.best_estimator_.named_steps["select"].selected_genes_.size == 40
+
+
+def test_transform_normalises_counts_over_all_genes():
+    """Counts are library-size normalised on the full transcriptome, then subset."""
+    from sktx._validation import log_normalize
+    from sktx.datasets import make_perturbseq
+
+    counts = make_perturbseq(n_cells=300, n_genes=80, n_perturbations=4, random_state=1)
+    sel = GeneSelector(n_genes=20).fit(counts)
+    out = sel.transform(counts)
+    full = log_normalize(counts)[:, sel.selected_genes_]
+    np.testing.assert_allclose(out.X.toarray(), full.X.toarray(), rtol=1e-6)
+    assert "log1p" in out.uns
+    assert counts.uns.get("log1p") is None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from sktx._pseudobulk import pseudobulk
@@ -37,7 +37,7 @@ __all__ = ["AdditiveBaseline", "ControlBaseline", "LinearBaseline", "MeanBaselin
 _ALL = ""
 
 
-class _Baseline(BaseEstimator):
+class _Baseline(RegressorMixin, BaseEstimator):
     """Shared fit/predict plumbing; subclasses implement ``_fit`` and ``_delta``."""
 
     def __init__(
@@ -147,6 +147,13 @@ class _Baseline(BaseEstimator):
         return ad.AnnData(
             out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(self.feature_names_in_))
         )
+
+    def __sklearn_tags__(self):
+        # multi-output regressors of AnnData: no y is needed, the targets are the cells
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.target_tags.multi_output = True
+        return tags
 
     def score(self, adata, y=None) -> float:
         """Pearson correlation of predicted and real deltas on ``adata``'s perturbations.

@@ -134,17 +134,7 @@ def _dense(X):
     return X.toarray() if hasattr(X, "toarray") else np.asarray(X)
 
 
-BASELINE_TAGS = pytest.mark.xfail(
-    strict=True,
-    reason="defect: sktx.baselines._Baseline has no RegressorMixin/estimator_type tag, so "
-    "is_regressor() is False (GridSearchCV default scoring and Pipeline tags see no regressor)",
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=BASELINE_TAGS) if n.endswith("Baseline") else n for n in FACTORIES],
-)
+@pytest.mark.parametrize("name", list(FACTORIES))
 def test_sklearn_tags(name):
     tags = FACTORIES[name]().__sklearn_tags__()
     # AnnData in, no y: no array input and no target required

@@ -97,8 +97,11 @@ class PerturbationRegressor(NeuralNet):
         Recompute attention blocks in backward to save memory.
     attention : {"sparse", "dense"}, default="sparse"
         ``"dense"`` (all genes attend to all) exists for benchmark comparison.
-    distributional_loss : float, default=0.0
-        Weight of an energy-distance term between predicted and observed cells.
+    distributional_loss : float, default=1.0
+        Weight of an energy-distance term between predicted and observed cells;
+        0 trains on the pseudobulk-delta loss alone. The default 1.0 was chosen
+        on Datlinger 2017 Jurkat (3-fold over perturbations), where it beat 0 on
+        PDS, MAE, Pearson delta and VCC score.
     validation_fraction : float, default=0.1
         Fraction of perturbations held out (whole perturbations, never random
         cells) for ``valid_loss``; 0 disables validation.
@@ -172,7 +175,7 @@ class PerturbationRegressor(NeuralNet):
         precision: str = "auto",
         gradient_checkpointing: bool = False,
         attention: str = "sparse",
-        distributional_loss: float = 0.0,
+        distributional_loss: float = 1.0,
         validation_fraction: float = 0.1,
         layer: str | None = None,
         n_jobs: int | None = None,

@@ -197,6 +197,18 @@ def test_cell_types_and_score():
     assert out.n_obs == q.n_obs
 
 
+def test_distributional_loss_default_and_off(sim):
+    # default 1.0 (chosen on Datlinger Jurkat); 0 must still train the pseudobulk loss alone
+    assert PerturbationRegressor().get_params()["distributional_loss"] == 1.0
+    on = small().fit(sim)
+    off = small(distributional_loss=0.0).fit(sim)
+    assert np.all(np.isfinite(off.history[:, "train_loss"]))
+    d_on = on.predict_deltas(sim).to_numpy()
+    d_off = off.predict_deltas(sim).to_numpy()
+    assert d_on.shape == d_off.shape
+    assert not np.allclose(d_on, d_off)
+
+
 def test_pipeline_with_gene_selector(sim):
     from sklearn.pipeline import Pipeline
 

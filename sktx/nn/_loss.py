@@ -31,16 +31,21 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     eps = 1e-8
 
-    def mean_dist(x, y):
+    def mean_dist(x, y, same: bool = False):
         # Gram form: (B, S, S) memory instead of (B, S, S, G)
         d2 = (
             x.pow(2).sum(-1, keepdim=True)
             + y.pow(2).sum(-1).unsqueeze(1)
             - 2 * x @ y.transpose(1, 2)
         )
+        if same:
+            # a cell's distance to itself is exactly 0; in the Gram form it is rounding
+            # noise, and sqrt's 1/(2*sqrt(eps)) slope turned that noise into gradient
+            eye = torch.eye(d2.shape[-1], dtype=torch.bool, device=d2.device)
+            d2 = d2.masked_fill(eye, 0.0)
         return torch.sqrt(d2.clamp_min(0) + eps).mean(dim=(1, 2))
 
-    ed = 2 * mean_dist(a, b) - mean_dist(a, a) - mean_dist(b, b)
+    ed = 2 * mean_dist(a, b) - mean_dist(a, a, same=True) - mean_dist(b, b, same=True)
     return ed.mean() / math.sqrt(a.shape[-1])
 
 

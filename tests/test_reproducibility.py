@@ -75,7 +75,7 @@ def test_regressor_global_rng_does_not_leak(sim, query, run_a):
     np.random.seed(123)  # noqa: NPY002 - the legacy global RNG is what we guard against
     torch.manual_seed(123)
     b = _regressor().fit(sim)
-    # bitwise equality is not guaranteed within one process (~5e-7 drift, see docs/errors.md)
+    # bitwise equality is not guaranteed (~1e-6 drift, see docs/errors.md)
     np.testing.assert_allclose(run_a.predict(query).X, b.predict(query).X, rtol=0, atol=1e-5)
 
 
@@ -92,7 +92,11 @@ def test_regressor_save_load_round_trip(sim, query, run_a, tmp_path):
 
 
 def test_regressor_same_in_a_fresh_process(sim, query, run_a, tmp_path):
-    """A new interpreter with the same seed reproduces the predictions bit for bit."""
+    """A new interpreter with the same seed reproduces the predictions.
+
+    Bit-for-bit equality held in isolation but not after other tests ran in the parent
+    process (~1e-6 drift, likely alignment-dependent float32 reductions); see docs/errors.md.
+    """
     out = tmp_path / "pred.npy"
     code = textwrap.dedent(
         f"""
@@ -106,7 +110,7 @@ def test_regressor_same_in_a_fresh_process(sim, query, run_a, tmp_path):
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    np.testing.assert_array_equal(np.load(out), run_a.predict(query).X)
+    np.testing.assert_allclose(np.load(out), run_a.predict(query).X, rtol=0, atol=1e-5)
 
 
 def test_gene_selector_reproducible(sim):

@@ -17,6 +17,21 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# Real data, read from the shared folder beside the checkout (never copied here).
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data" / "norman2019_mcfaline2023_devel.h5ad"
+GO_BP = SHARED / "genesets" / "go_bp_2021.gmt"
+KEYS = {"perturbation_key": "perturbation", "control_label": "control"}
+# (column, sktx scorer name, sign that turns the scorer's value into the metric)
+METRICS = [
+    ("DES", "des", 1),
+    ("PDS", "pds", 1),
+    ("MAE", "neg_mae", -1),
+    ("Pearson delta", "pearson_delta", 1),
+    ("top-20 DE MSE", "neg_top_de_mse", -1),
+    ("VCC score", "vcc", 1),
+]
+
 
 def machine() -> dict:
     """Facts about the machine the numbers were measured on."""

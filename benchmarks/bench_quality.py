@@ -18,20 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import peak_rss_gb, write_result
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data" / "norman2019_mcfaline2023_devel.h5ad"
-GO_BP = SHARED / "genesets" / "go_bp_2021.gmt"
-KEYS = {"perturbation_key": "perturbation", "control_label": "control"}
-METRICS = [
-    ("DES", "des", 1),
-    ("PDS", "pds", 1),
-    ("MAE", "neg_mae", -1),
-    ("Pearson delta", "pearson_delta", 1),
-    ("top-20 DE MSE", "neg_top_de_mse", -1),
-    ("VCC score", "vcc", 1),
-]
+from _common import DATA, GO_BP, KEYS, METRICS, peak_rss_gb, write_result
 
 
 def models(epochs: int) -> dict:

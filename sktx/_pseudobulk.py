@@ -169,3 +169,30 @@ def pseudobulk(
         groups["cell_type"] = None
     means = group_means(get_matrix(adata, layer), codes, len(groups))
     return Pseudobulk(means=means, groups=groups, genes=pd.Index(adata.var_names))
+
+
+def nonzero_level(X) -> np.ndarray:
+    """Mean of the non-zero values of each gene (column), float32.
+
+    Genes with no non-zero value get the mean non-zero value of all genes
+    (1.0 for an all-zero matrix). Used as the level at which a prediction
+    switches on cells that are zero in the controls.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nonzero_level(np.array([[0.0, 2.0, 0.0], [1.0, 4.0, 0.0]])).tolist()
+    [1.0, 3.0, 2.0]
+    """
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        sums = np.asarray(X.sum(0)).ravel()
+        counts = np.bincount(X.indices[X.data != 0], minlength=X.shape[1])
+    else:
+        X = np.asarray(X)
+        sums, counts = X.sum(0), (X != 0).sum(0)
+    total = counts.sum()
+    fallback = sums.sum() / total if total else 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.where(counts > 0, sums / np.maximum(counts, 1), fallback)
+    return level.astype(np.float32)

@@ -4,8 +4,11 @@ All baselines ``fit(adata)`` on cells with ``obs[perturbation_key]`` (counts or
 log1p; counts are log1p-normalised first) and ``predict(query)`` one profile
 per query cell: query cells labelled with a perturbation get that
 perturbation's predicted log1p profile (the same for every cell of one
-perturbation and cell type); query cells labelled as control are returned as
-they are. Outputs are non-negative log1p AnnData with the query's obs and the
+perturbation and cell type; ``cells="profile"``, cell-eval's convention) or,
+with ``cells="controls"``, the query's own control cells carried to that
+profile's mean the way :class:`~sktx.regressor.PerturbationRegressor` does it
+(zeros stay zero, non-zero values are scaled); query cells labelled as control
+are returned as they are. Outputs are non-negative log1p AnnData with the query's obs and the
 training genes as var (build queries with :func:`sktx.model_selection.make_query`).
 """
 
@@ -20,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from sktx._pseudobulk import pseudobulk
+from sktx._pseudobulk import nonzero_level, pseudobulk
 from sktx._validation import (
     DataContractError,
     check_genes,
@@ -46,10 +49,12 @@ class _Baseline(RegressorMixin, BaseEstimator):
         perturbation_key: str = "target_gene",
         control_label: str = "non-targeting",
         cell_type_key: str | None = None,
+        cells: str = "profile",
     ) -> None:
         self.perturbation_key = perturbation_key
         self.control_label = control_label
         self.cell_type_key = cell_type_key
+        self.cells = cells
 
     def _validate(self, adata, **kwargs):
         return validate_adata(
@@ -89,6 +94,8 @@ class _Baseline(RegressorMixin, BaseEstimator):
             pb.means[is_ctrl], index=groups["cell_type"][is_ctrl].to_numpy(), columns=pb.genes
         )
         self.perturbations_ = sorted(set(groups["perturbation"][~is_ctrl]))
+        # typical non-zero level per gene, for cells="controls"
+        self.nonzero_level_ = nonzero_level(get_matrix(data))
         self._fit(pb)
         return self
 
@@ -126,6 +133,8 @@ class _Baseline(RegressorMixin, BaseEstimator):
         import anndata as ad
 
         check_is_fitted(self)
+        if self.cells not in ("profile", "controls"):
+            raise ValueError(f"`cells` must be 'profile' or 'controls', got {self.cells!r}.")
         info = self._validate(adata, require_control=False)
         X = self._query_matrix(adata)
         types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, _ALL)
@@ -142,7 +151,11 @@ class _Baseline(RegressorMixin, BaseEstimator):
         pert_rows = np.flatnonzero(~info.is_control)
         frame = pd.DataFrame({"p": info.labels[pert_rows], "ct": types[pert_rows]})
         for (label, ct), idx in frame.groupby(["p", "ct"], sort=False).indices.items():
-            out[pert_rows[idx]] = self._profile(label, ct)
+            rows = pert_rows[idx]
+            if self.cells == "profile":
+                out[rows] = self._profile(label, ct)
+            else:
+                out[rows] = _carry_cells(X[rows], self._profile(label, ct), self.nonzero_level_)
         np.clip(out, 0.0, None, out=out)
         return ad.AnnData(
             out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(self.feature_names_in_))
@@ -164,6 +177,20 @@ class _Baseline(RegressorMixin, BaseEstimator):
         from sktx.metrics import pearson_delta_scorer
 
         return pearson_delta_scorer(self, adata)
+
+
+def _carry_cells(cells, profile: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Query cells carried to mean ``profile`` with the regressor's zero-preserving map."""
+    import torch
+
+    from sktx.nn import predict_cells
+
+    x = torch.as_tensor(cells.toarray() if sp.issparse(cells) else np.asarray(cells))[None]
+    x = x.double()
+    basal = x.mean(1)
+    d = torch.as_tensor(profile, dtype=torch.float64)[None] - basal
+    lvl = torch.as_tensor(level, dtype=torch.float64)
+    return predict_cells(x, basal, d, torch.zeros_like(basal), lvl)[0].numpy()
 
 
 class ControlBaseline(_Baseline):
@@ -202,6 +229,18 @@ class ControlBaseline(_Baseline):
     40
     """
 
+    def __init__(
+        self,
+        *,
+        perturbation_key: str = "target_gene",
+        control_label: str = "non-targeting",
+        cell_type_key: str | None = None,
+    ) -> None:
+        # no `cells` option: the query's own cells are the prediction
+        self.perturbation_key = perturbation_key
+        self.control_label = control_label
+        self.cell_type_key = cell_type_key
+
     def _fit(self, pb) -> None:
         return None
 
@@ -233,6 +272,10 @@ class MeanBaseline(_Baseline):
         Label of control cells.
     cell_type_key : str, optional
         One mean profile per cell type.
+    cells : {"profile", "controls"}, default="profile"
+        Every perturbed query cell = the predicted profile (cell-eval's
+        baseline convention), or the query's control cells carried to the
+        predicted mean with zeros kept (as the regressor does).
 
     Attributes
     ----------
@@ -283,6 +326,10 @@ class AdditiveBaseline(_Baseline):
         Label of control cells.
     cell_type_key : str, optional
         Deltas per cell type.
+    cells : {"profile", "controls"}, default="profile"
+        Every perturbed query cell = the predicted profile (cell-eval's
+        baseline convention), or the query's control cells carried to the
+        predicted mean with zeros kept (as the regressor does).
 
     Attributes
     ----------
@@ -386,6 +433,11 @@ class LinearBaseline(_Baseline):
     control_label : str, default="non-targeting"
     cell_type_key : str, optional
         Deltas and b per cell type; G and W are shared.
+    cells : {"profile", "controls"}, default="profile"
+        How perturbed query cells are built: every cell = the predicted
+        profile (cell-eval's baseline convention), or the query's control
+        cells carried to the predicted mean with zeros kept (as the
+        regressor does; see the module docstring).
 
     Attributes
     ----------
@@ -438,11 +490,13 @@ class LinearBaseline(_Baseline):
         perturbation_key: str = "target_gene",
         control_label: str = "non-targeting",
         cell_type_key: str | None = None,
+        cells: str = "profile",
     ) -> None:
         super().__init__(
             perturbation_key=perturbation_key,
             control_label=control_label,
             cell_type_key=cell_type_key,
+            cells=cells,
         )
         self.n_components = n_components
         self.ridge = ridge

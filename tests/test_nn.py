@@ -15,6 +15,7 @@ from sktx.nn import (
     SparseAggregate,
     SparsePattern,
     energy_distance,
+    predict_cells,
 )
 
 
@@ -160,12 +161,61 @@ def test_set_loss_and_energy_distance():
     assert energy_distance(a, a).abs() < 1e-3
     assert energy_distance(a, a + 1.0) > 0.5
     loss = SetLoss(distributional=1.0)
+    # no zero cells, so raising the mean by 1 scales every cell by (m + 1) / m
+    m = a.mean(1)
     y = {
-        "basal": a.mean(1),
-        "target": a.mean(1) + 1,
+        "basal": m,
+        "target": m + 1,
         "control_cells": a,
-        "perturbed_cells": a + 1,
+        "perturbed_cells": a * ((m + 1) / m).unsqueeze(1),
     }
     good = loss((torch.ones(2, 10), torch.zeros(2, 10)), y)
     bad = loss((torch.zeros(2, 10), torch.zeros(2, 10)), y)
     assert good < 1e-3 < bad
+
+
+def _sparse_cells(seed=0, shape=(3, 60, 30)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64) * 3
+    x = x * (torch.rand(shape, generator=g, dtype=torch.float64) < 0.25)
+    x[:, :, 0] = 0  # a gene never detected in the controls
+    return x, g
+
+
+def test_predict_cells_hits_the_predicted_mean_and_stays_non_negative():
+    x, g = _sparse_cells()
+    basal = x.mean(1)
+    delta = torch.randn(basal.shape, generator=g, dtype=torch.float64) * 0.5
+    level = torch.full((x.shape[-1],), 0.8, dtype=torch.float64)
+    y = predict_cells(x, basal, delta, torch.zeros_like(basal), level)
+    torch.testing.assert_close(y.mean(1), torch.relu(basal + delta), rtol=0, atol=1e-12)
+    assert (y >= 0).all()
+
+
+def test_predict_cells_keeps_zeros_when_a_gene_goes_down():
+    x, _ = _sparse_cells(1)
+    basal = x.mean(1)
+    y = predict_cells(x, basal, -0.5 * basal, torch.zeros_like(basal))
+    assert torch.equal(y == 0, x == 0)
+    torch.testing.assert_close(y, 0.5 * x)
+
+
+def test_predict_cells_switches_on_the_deepest_zero_cells():
+    # gene 0 is zero everywhere; cells differ in depth through gene 1
+    x = torch.zeros(1, 5, 2, dtype=torch.float64)
+    x[0, :, 1] = torch.tensor([1.0, 5.0, 2.0, 4.0, 3.0])
+    basal = x.mean(1)
+    delta = torch.tensor([[0.4, 0.0]], dtype=torch.float64)  # 2 cells at level 1.0
+    y = predict_cells(x, basal, delta, torch.zeros_like(basal), torch.ones(2, dtype=torch.float64))
+    assert y[0, :, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]  # the two deepest cells
+    torch.testing.assert_close(y[0, :, 1], x[0, :, 1])
+
+
+def test_predict_cells_caps_the_fold_and_spreads_the_rest():
+    x = torch.tensor([[[2.0], [0.0], [0.0], [0.0]]], dtype=torch.float64)
+    basal = x.mean(1)  # 0.5
+    y = predict_cells(x, basal, torch.tensor([[1.0]], dtype=torch.float64), torch.zeros(1, 1))
+    # fold capped at 2 (cell 0 -> 4.0), the remaining 0.5 of mean goes to zero cells
+    assert y[0, 0, 0] == 4.0
+    torch.testing.assert_close(y.mean(1), torch.tensor([[1.5]], dtype=torch.float64))
+    assert ((y[0, 1:, 0] == 0) | (y[0, 1:, 0] > 0.5)).all()

@@ -197,11 +197,12 @@ def test_cell_types_and_score():
     assert out.n_obs == q.n_obs
 
 
-def test_distributional_loss_default_and_off(sim):
-    # default 1.0 (chosen on Datlinger Jurkat); 0 must still train the pseudobulk loss alone
-    assert PerturbationRegressor().get_params()["distributional_loss"] == 1.0
-    on = small().fit(sim)
+def test_distributional_loss_default_and_on(sim):
+    # default 0 (chosen on Datlinger Jurkat); 1.0 adds the energy distance on the cells
+    assert PerturbationRegressor().get_params()["distributional_loss"] == 0.0
+    on = small(distributional_loss=1.0).fit(sim)
     off = small(distributional_loss=0.0).fit(sim)
+    assert np.all(np.isfinite(on.history[:, "train_loss"]))
     assert np.all(np.isfinite(off.history[:, "train_loss"]))
     d_on = on.predict_deltas(sim).to_numpy()
     d_off = off.predict_deltas(sim).to_numpy()
@@ -254,3 +255,61 @@ def test_norman_fit_beats_no_change_on_held_out_perturbations(norman, genesets_d
         [np.mean((X[labels == p].mean(0) - ctrl) ** 2) for p in set(labels) - {"control"}]
     )
     assert ours > no_change * 0.9, (ours, no_change)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(sim):
+    # lr=0: the validation loss never improves after epoch 1, so training stops after
+    # 1 + n_iter_no_change epochs
+    model = small(max_epochs=20, lr=0.0, n_iter_no_change=2).fit(sim)
+    assert len(model.history_) == 3
+    assert small(max_epochs=4, early_stopping=False).fit(sim).history_[-1, "epoch"] == 4
+
+
+def test_early_stopping_needs_validation(sim):
+    with pytest.raises(ValueError, match="validation_fraction"):
+        small(early_stopping=True, validation_fraction=0.0).fit(sim)
+    with pytest.raises(ValueError, match="early_stopping"):
+        small(early_stopping="yes").fit(sim)
+    # "auto" without validation trains all epochs
+    model = small(max_epochs=3, validation_fraction=0.0).fit(sim)
+    assert len(model.history_) == 3
+    assert model.residual_scale_ == 1.0
+
+
+def test_residual_scale_is_fitted_on_validation_and_applied(sim, fitted):
+    assert 0.0 <= fitted.residual_scale_ <= 1.0
+    q = query_for(sim, "G00001")
+    full = fitted.predict_deltas(q).to_numpy()
+    ctx = fitted._ctx
+    base = fitted._baseline("G00001", "", ctx)  # residual scale 0 = the baseline itself
+    saved = ctx["residual_scale"]
+    try:
+        ctx["residual_scale"] = 0.0
+        none = fitted.predict_deltas(q).to_numpy()
+    finally:
+        ctx["residual_scale"] = saved
+    np.testing.assert_allclose(
+        none[0], np.maximum(ctx["ctrl_means"][0] + base, 0) - ctx["ctrl_means"][0], atol=1e-5
+    )
+    assert not np.allclose(full, none)
+
+
+def test_basal_fitted_makes_the_predicted_mean_independent_of_the_query_draw(sim, fitted):
+    q = query_for(sim, "G00001")
+    half = q.n_obs // 2
+    a, b = q[:half].copy(), q[half:].copy()
+    mean = {}
+    for basal in ("fitted", "query"):
+        fitted.set_params(basal=basal)
+        try:
+            mean[basal] = [np.asarray(fitted.predict(x).X).mean(0) for x in (a, b)]
+        finally:
+            fitted.set_params(basal="fitted")
+    np.testing.assert_allclose(*mean["fitted"], atol=1e-5)
+    assert not np.allclose(*mean["query"], atol=1e-3)
+    fitted.set_params(basal="mean")
+    try:
+        with pytest.raises(ValueError, match="basal"):
+            fitted.predict(a)
+    finally:
+        fitted.set_params(basal="fitted")

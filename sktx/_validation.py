@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sktx._threads import keep_torch_threads
+
 __all__ = [
     "DataContractError",
     "PerturbationInfo",
@@ -426,5 +428,6 @@ def _log_normalize_inplace(adata, target_sum: float) -> None:
     adata.layers["counts"] = adata.X.copy()
     # A stale marker would make scanpy warn and skip nothing; it is rewritten below.
     adata.uns.pop("log1p", None)
-    sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
+    with keep_torch_threads():  # numba's first use resets the thread count torch shares
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+        sc.pp.log1p(adata)

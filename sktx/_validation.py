@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sktx._threads import keep_torch_threads
-
 __all__ = [
     "DataContractError",
     "PerturbationInfo",
@@ -422,6 +420,8 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None, f
 def _log_normalize_inplace(adata, target_sum: float) -> None:
     """Normalise ``adata`` (owned by the caller) in place; counts go to a layer."""
     import scanpy as sc
+
+    from sktx._threads import keep_torch_threads
 
     if not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)

@@ -421,10 +421,13 @@ def _log_normalize_inplace(adata, target_sum: float) -> None:
     """Normalise ``adata`` (owned by the caller) in place; counts go to a layer."""
     import scanpy as sc
 
+    from sktx._threads import keep_torch_threads
+
     if not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
     adata.layers["counts"] = adata.X.copy()
     # A stale marker would make scanpy warn and skip nothing; it is rewritten below.
     adata.uns.pop("log1p", None)
-    sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
+    with keep_torch_threads():  # numba's first use resets the thread count torch shares
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+        sc.pp.log1p(adata)

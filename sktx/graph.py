@@ -194,7 +194,9 @@ def gene_set_embedding(
     vocab: dict[str, int] = {}
     rows, cols, vals = [], [], []
     for j, (_, genes) in enumerate(sorted(sets.items())):
-        members = {g.upper() for g in genes}
+        # sorted: set order follows Python's salted str hash, so the rows (and the
+        # SVD's float rounding) would change from one process to the next
+        members = sorted({g.upper() for g in genes})
         if not members:
             continue
         w = 1.0 / np.sqrt(len(members))

@@ -166,6 +166,8 @@ class _Baseline(RegressorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False
         tags.target_tags.multi_output = True
+        tags.input_tags.sparse = True  # CSR `X` is read as is
+        tags.input_tags.positive_only = True  # counts or log1p; negatives are rejected
         return tags
 
     def score(self, adata, y=None) -> float:

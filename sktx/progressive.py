@@ -139,6 +139,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         :func:`sktx.report.phase_history_frame` turns it into a DataFrame.
     n_features_in_ : int
         Genes in the AnnData passed to ``fit``.
+    feature_names_in_ : ndarray of str
+        Their names (``var_names``); only set when ``X`` has ``var_names``.
 
     See Also
     --------
@@ -342,6 +344,10 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         self.phases_ = plan
         self.phase_history_ = history
         self.n_features_in_ = n_available
+        if hasattr(X, "var_names"):
+            self.feature_names_in_ = np.asarray(X.var_names, dtype=object)
+        else:  # a previous fit's names would be stale
+            vars(self).pop("feature_names_in_", None)
         return self
 
     @staticmethod
@@ -386,7 +392,12 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         try:
-            sub = get_tags(self._template())
+            template = self._template()
+            sub = get_tags(template)
+            # the data reach the first step of a pipeline as given (Pipeline's own tags
+            # do not carry `positive_only` over)
+            steps = getattr(template, "steps", None)
+            first = get_tags(steps[0][1]) if steps else sub
         except Exception:  # an estimator without tags; keep the defaults
             return tags
         tags.estimator_type = sub.estimator_type
@@ -394,6 +405,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         tags.target_tags.required = sub.target_tags.required
         tags.target_tags.multi_output = sub.target_tags.multi_output
         tags.input_tags.sparse = sub.input_tags.sparse
+        tags.input_tags.positive_only = first.input_tags.positive_only
         tags.non_deterministic = sub.non_deterministic
         return tags
 

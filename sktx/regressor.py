@@ -150,6 +150,10 @@ class PerturbationRegressor(NeuralNet):
     ----------
     genes_ : list of str
         Genes the model was fitted on (the ``var_names`` of predictions).
+    feature_names_in_ : ndarray of str
+        The same genes, as scikit-learn names them.
+    n_features_in_ : int
+        Number of genes seen in ``fit``.
     graph_ : GeneGraph
         The attention graph.
     train_perturbations_, valid_perturbations_ : list of str
@@ -622,6 +626,8 @@ class PerturbationRegressor(NeuralNet):
             torch.device(self.device).type, enabled=self.precision_ == "16"
         )
         self.genes_ = genes
+        self.feature_names_in_ = np.asarray(genes, dtype=object)
+        self.n_features_in_ = len(genes)
         self.graph_ = graph
         self.train_perturbations_ = sorted({groups.labels[i] for i in train_ids})
         self.valid_perturbations_ = sorted(val_perts)
@@ -903,6 +909,12 @@ class PerturbationRegressor(NeuralNet):
             errs.append(np.mean((pred[j] - obs) ** 2))
         return -float(np.mean(errs))
 
+    def _get_param_names(self):
+        # skorch lists every public-or-private attribute without a trailing `_`, which
+        # exposes its bookkeeping set `_params_to_validate` as a parameter: `set_params`
+        # could then overwrite it (sklearn's `check_set_params`); clone recomputes it.
+        return [k for k in super()._get_param_names() if k != "_params_to_validate"]
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.estimator_type = "regressor"
@@ -910,6 +922,7 @@ class PerturbationRegressor(NeuralNet):
         tags.target_tags.required = False
         tags.target_tags.multi_output = True
         tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True  # counts or log1p; negatives are rejected
         tags.non_deterministic = torch.device(self.device).type == "cuda"
         return tags
 

@@ -571,6 +571,12 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             return log_normalize(adata)[:, genes].copy()
         return adata[:, genes].copy()
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # CSR `X` is read as is
+        tags.input_tags.positive_only = True  # counts or log1p; negatives are rejected
+        return tags
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Selected gene names (``input_features`` is ignored).
 

@@ -1,10 +1,9 @@
 """scikit-learn conventions for every public estimator: clone, params, repr, pickle,
-tags and NotFittedError before fit.
+tags and NotFittedError before fit, on AnnData input.
 
-``parametrize_with_checks`` is not used: every sktx estimator takes an AnnData (cells
-with perturbation labels in ``obs``) as ``X`` and has no ``y``, so the array-based
-common checks (``check_fit2d_1sample``, ``check_estimators_dtypes``, ...) do not apply;
-each check they embody that does apply is written out below against AnnData input.
+sklearn's own common checks (``parametrize_with_checks``) run in
+``tests/test_estimator_checks.py``, with the array-based ones that cannot apply to
+AnnData input listed there as expected failures.
 """
 
 from __future__ import annotations

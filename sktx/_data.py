@@ -141,7 +141,9 @@ class SetSampler:
         self.fixed = fixed
         index, count = (int(v) for v in shard)
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"`shard` must be (index, count) with 0 <= index < count, got {shard}.")
+            raise ValueError(
+                f"`shard` must be (index, count) with 0 <= index < count, got {shard!r}."
+            )
         self.shard = (index, count)
         self._plan = None
 

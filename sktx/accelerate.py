@@ -17,8 +17,8 @@ from __future__ import annotations
 import warnings
 
 import torch
-from skorch.exceptions import DeviceWarning
 from skorch.dataset import unpack_data
+from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
 
 from sktx.nn import GeneTokenModel

@@ -584,9 +584,7 @@ class PerturbationRegressor(NeuralNet):
             block.attn.mode = self.attention
         core.fitted_context = ctx
         self._set_gene_tensors_(ctx)
-        self.scaler_ = torch.amp.GradScaler(
-            self._device().type, enabled=self.precision_ == "16"
-        )
+        self.scaler_ = torch.amp.GradScaler(self._device().type, enabled=self.precision_ == "16")
         self.genes_ = genes
         self.graph_ = graph
         self.train_perturbations_ = sorted({groups.labels[i] for i in train_ids})

@@ -12,19 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
+
+# pytest puts tests/ on sys.path (no __init__.py): the runner's settings are shared
+from _accelerate_runner import DATA, PARAMS, query
+from accelerate import Accelerator
 from sklearn.base import clone
 
-pytest.importorskip("accelerate")
-from accelerate import Accelerator  # noqa: E402
-
-from sktx._data import CellGroups, SetSampler  # noqa: E402
-from sktx.accelerate import AcceleratedPerturbationRegressor  # noqa: E402
-from sktx.datasets import make_perturbseq  # noqa: E402
-from sktx.regressor import PerturbationRegressor  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _accelerate_runner import DATA, PARAMS, query  # noqa: E402
+from sktx._data import CellGroups, SetSampler
+from sktx.accelerate import AcceleratedPerturbationRegressor
+from sktx.datasets import make_perturbseq
+from sktx.regressor import PerturbationRegressor
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("_accelerate_runner.py")
@@ -143,10 +140,10 @@ def test_set_sampler_shards_partition_the_plan():
     shards = plans(3)
     assert len(full) == 15
     assert {len(s) for s in shards} == {5}  # equal batch counts on every process
-    assert sorted(sum(shards, [])) == sorted(full)
+    assert sorted(s for shard in shards for s in shard) == sorted(full)
     shards = plans(4)  # 15 sets -> padded to 16 by repeating the first set
     assert {len(s) for s in shards} == {4}
-    assert sorted(sum(shards, [])) == sorted([*full, full[0]])
+    assert sorted(s for shard in shards for s in shard) == sorted([*full, full[0]])
     with pytest.raises(ValueError, match="shard"):
         SetSampler(X, groups, [0], rng=np.random.RandomState(0), shard=(2, 2), **kw)
 

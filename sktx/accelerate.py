@@ -17,6 +17,8 @@ from __future__ import annotations
 import warnings
 
 import torch
+from accelerate import PartialState
+from accelerate.optimizer import AcceleratedOptimizer
 from skorch.dataset import unpack_data
 from skorch.exceptions import DeviceWarning
 from skorch.hf import AccelerateMixin
@@ -98,13 +100,20 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
 
     # ------------------------------------------------------------------ regressor hooks
     def _device(self) -> torch.device:
-        return self.accelerator.device
+        if self.accelerator is not None:
+            return self.accelerator.device
+        module = getattr(self, "module_", None)  # unpickled: the accelerator was dropped
+        return next(module.parameters()).device if module is not None else torch.device("cpu")
 
     @property
     def _bare_module(self) -> GeneTokenModel:
+        if self.accelerator is None:
+            return self.module_
         return self.accelerator.unwrap_model(self.module_)
 
     def _shard(self) -> tuple[int, int]:
+        if self.accelerator is None:
+            return 0, 1
         return self.accelerator.process_index, self.accelerator.num_processes
 
     def _reduce_loss(self, loss: torch.Tensor) -> float:
@@ -148,7 +157,7 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
             return super()._initialize_callbacks()
         # skorch's PrintLog ignores `verbose` for any sink but `print`, and the mixin
         # would replace "auto" by `accelerator.print` for good: resolve it per call
-        self.callbacks__print_log__sink = self.accelerator.print if self.verbose else print
+        self.callbacks__print_log__sink = _print_on_main if self.verbose else print
         try:
             return super()._initialize_callbacks()
         finally:
@@ -167,14 +176,26 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        # resumed training (`warm_start=True`, `partial_fit`, ProgressiveFit phases):
+        # `unwrap_after_train` unwrapped the modules, and `initialize_optimizer` (as
+        # ProgressiveFit's `reset_optimizer` calls it) makes a bare optimizer
         if not self._wrapped_with_accelerator:
-            # resumed training after `unwrap_after_train`: wrap the modules again so
-            # gradients are synchronised (the optimizer stayed prepared)
             for name in self._modules + self._criteria:
                 module = getattr(self, name + "_")
                 if _trainable(module):
                     setattr(self, name + "_", self.accelerator.prepare_model(module))
             self._wrapped_with_accelerator = True
+        for name in self._optimizers:
+            optimizer = getattr(self, name + "_")
+            if not isinstance(optimizer, AcceleratedOptimizer):
+                setattr(self, name + "_", self.accelerator.prepare_optimizer(optimizer))
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # accelerate's state belongs to one process: unpickling an Accelerator elsewhere
+        # overwrites that process's state and breaks every later Accelerator()
+        state["accelerator"] = None
+        return state
 
     def __setstate__(self, state):
         device = state["device"]
@@ -193,6 +214,11 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
         return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def _check_processes(self) -> None:
+        if self.accelerator is None:
+            raise ValueError(
+                "`accelerator` is None (a pickled model does not keep it). Pass one to "
+                "train again: `model.set_params(accelerator=Accelerator(...))`."
+            )
         if self.accelerator.num_processes > 1 and self.random_state is None:
             raise ValueError(
                 f"`random_state=None` with {self.accelerator.num_processes} processes: each "
@@ -203,3 +229,8 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
 
 def _trainable(obj) -> bool:
     return isinstance(obj, torch.nn.Module) and any(p.requires_grad for p in obj.parameters())
+
+
+def _print_on_main(*args, **kwargs) -> None:
+    """``print`` on the main process only; a module function, so the net still pickles."""
+    PartialState().print(*args, **kwargs)

@@ -17,11 +17,14 @@ import scipy.sparse as sp
 from _accelerate_runner import DATA, PARAMS, query
 from accelerate import Accelerator
 from sklearn.base import clone
+from sklearn.pipeline import Pipeline
 
 from sktx._data import CellGroups, SetSampler
 from sktx.accelerate import AcceleratedPerturbationRegressor
 from sktx.datasets import make_perturbseq
+from sktx.progressive import ProgressiveFit
 from sktx.regressor import PerturbationRegressor
+from sktx.selection import GeneSelector
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("_accelerate_runner.py")
@@ -84,9 +87,31 @@ def test_pickle_round_trip_predicts_and_trains_again(data, accelerated):
     model, pred = accelerated
     back = pickle.loads(pickle.dumps(model))
     assert back.device is None  # skorch would set "cpu", which the mixin rejects in fit
+    assert back.accelerator is None  # accelerate's state cannot move between processes
     np.testing.assert_array_equal(back.predict(q).X, pred)
-    back.set_params(max_epochs=1).fit(adata)
+    with pytest.raises(ValueError, match="set_params"):
+        back.fit(adata)
+    back.set_params(accelerator=Accelerator(cpu=True), max_epochs=1).fit(adata)
     assert len(back.history) == 1
+
+
+@pytest.mark.parametrize("reset_optimizer", [False, True])
+def test_progressive_fit_matches_plain_model(data, reset_optimizer):
+    adata, q = data
+    fits = []
+    for model in (
+        PerturbationRegressor(**FAST),
+        AcceleratedPerturbationRegressor(accelerator=Accelerator(cpu=True), **FAST),
+    ):
+        pipe = Pipeline([("select", GeneSelector()), ("model", model)])
+        prog = ProgressiveFit(
+            pipe, phases=(30, 60), epochs_per_phase=1, reset_optimizer=reset_optimizer
+        )
+        fits.append(prog.fit(adata))
+    plain, accel = fits
+    opt = accel.estimator_[-1].optimizer_
+    assert type(opt).__name__ == "AcceleratedOptimizer"  # re-prepared after a reset too
+    np.testing.assert_allclose(accel.predict(q).X, plain.predict(q).X, atol=1e-5)
 
 
 def test_mixed_precision_comes_from_the_accelerator(data, accelerated, bf16_accelerator):
@@ -113,12 +138,14 @@ def test_own_precision_needs_the_accelerator(data):
         model.fit(adata)
 
 
-def test_verbose_zero_prints_nothing(data, capsys):
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_verbose_decides_printing(data, capsys, verbose):
     adata, _ = data
     AcceleratedPerturbationRegressor(
-        accelerator=Accelerator(cpu=True), **{**FAST, "max_epochs": 1}
+        accelerator=Accelerator(cpu=True), verbose=verbose, **{**FAST, "max_epochs": 1}
     ).fit(adata)
-    assert capsys.readouterr().out == ""
+    # skorch's PrintLog ignores verbose for any sink but `print`
+    assert ("train_loss" in capsys.readouterr().out) == bool(verbose)
 
 
 def test_set_sampler_shards_partition_the_plan():

@@ -79,9 +79,11 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
     any data-parallel run. Each shard is padded by repeating sets from the
     start of the epoch's plan, so all processes run the same number of batches.
 
-    Pickling (and therefore :func:`sklearn.base.clone`, which deep-copies the
-    accelerator) follows skorch: see ``docs/scaling.md`` for what works.
-    ``save_params``/``load_params`` write on the main process only.
+    :func:`sklearn.base.clone` shares the accelerator (``Accelerator`` deep-copies
+    to itself). Pickling (and ``copy.deepcopy``) drops it: accelerate's state
+    belongs to one process. A loaded model predicts; to train it again pass
+    ``set_params(accelerator=Accelerator(...))``. ``save_params`` and
+    ``load_params`` must be called on every process and write on the main one.
 
     Examples
     --------

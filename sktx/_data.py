@@ -109,9 +109,28 @@ class SetSampler:
     fixed : bool, default=False
         Draw the sets once and replay them every epoch (for validation, so the
         validation loss is comparable across epochs).
+    shard : tuple of int, default=(0, 1)
+        ``(index, count)``: yield only sets ``index::count`` of each epoch's
+        plan. Every process draws the same full plan (same ``rng`` state), so
+        the shards are disjoint and cover the epoch; the plan is padded by
+        repeating its first sets to a multiple of ``count`` so that all
+        processes run the same number of batches (as torch's
+        ``DistributedSampler`` does).
     """
 
-    def __init__(self, X, groups, group_ids, *, set_size, batch_size, with_cells, rng, fixed=False):
+    def __init__(
+        self,
+        X,
+        groups,
+        group_ids,
+        *,
+        set_size,
+        batch_size,
+        with_cells,
+        rng,
+        fixed=False,
+        shard=(0, 1),
+    ):
         self.X = X
         self.groups = groups
         self.group_ids = np.asarray(group_ids, dtype=int)
@@ -120,6 +139,12 @@ class SetSampler:
         self.with_cells = with_cells
         self.rng = rng
         self.fixed = fixed
+        index, count = (int(v) for v in shard)
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(
+                f"`shard` must be (index, count) with 0 <= index < count, got {shard!r}."
+            )
+        self.shard = (index, count)
         self._plan = None
 
     def _draw_plan(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -134,7 +159,14 @@ class SetSampler:
                 base = rng.choice(ctrl, S, replace=len(ctrl) < S)
                 sets.append((int(g), base, pert))
         order = rng.permutation(len(sets))
-        return [sets[i] for i in order]
+        plan = [sets[i] for i in order]
+        index, count = self.shard
+        if count == 1:
+            return plan
+        # with several shards the plan may have fewer sets than shards, so repeat it
+        pad = -len(plan) % count
+        plan = plan + [plan[i % len(plan)] for i in range(pad)]
+        return plan[index::count]
 
     def n_sets(self) -> int:
         S = self.set_size

@@ -297,7 +297,7 @@ class PerturbationRegressor(NeuralNet):
         if prec == "32":
             return nullcontext()
         dtype = torch.bfloat16 if prec == "bf16" else torch.float16
-        return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
+        return torch.autocast(device_type=self._device().type, dtype=dtype)
 
     def infer(self, x, **fit_params):
         with self._autocast():
@@ -320,11 +320,33 @@ class PerturbationRegressor(NeuralNet):
     def get_loss(self, y_pred, y_true, X=None, training=False):
         return self.criterion_(y_pred, y_true)
 
+    # Hooks for multi-process training (sktx.accelerate overrides them); one process here.
+    def _device(self) -> torch.device:
+        """Device the batches and gene tensors are placed on."""
+        return torch.device(self.device)
+
+    @property
+    def _bare_module(self) -> GeneTokenModel:
+        """The ``GeneTokenModel`` itself, without any data-parallel wrapper."""
+        return self.module_
+
+    def _shard(self) -> tuple[int, int]:
+        """``(index, count)``: this process trains on sets ``index::count`` of each epoch."""
+        return 0, 1
+
+    def _reduce_loss(self, loss: torch.Tensor) -> float:
+        """The batch loss recorded in ``history`` (the mean over processes when sharded)."""
+        return loss.item()
+
+    def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum of ``values`` over processes (identity in one process)."""
+        return values
+
     # ------------------------------------------------------------------ validation
     def _resolve_precision(self) -> str:
         if self.precision not in _PRECISIONS:
             raise ValueError(f"`precision` must be one of {_PRECISIONS}, got {self.precision!r}.")
-        dev = torch.device(self.device).type
+        dev = self._device().type
         if self.precision != "auto":
             if self.precision == "16" and dev == "cpu":
                 return "bf16"  # fp16 autocast on CPU is slow and unscaled; bf16 is the CPU path
@@ -518,7 +540,7 @@ class PerturbationRegressor(NeuralNet):
             pert_hash[b, :n] = g["pert_hash"]
             pert_feat[b, :n] = g["pert_feat"]
             pert_mask[b, :n] = 1.0
-        dev = self.device
+        dev = self._device()
         t = self._gene_tensors_
         return {
             "gene_hash": t["gene_hash"],
@@ -537,7 +559,7 @@ class PerturbationRegressor(NeuralNet):
         }
 
     def _set_gene_tensors_(self, ctx):
-        dev = self.device
+        dev = self._device()
         self._gene_tensors_ = {
             "gene_hash": torch.as_tensor(ctx["gene_hash"], device=dev),
             "gene_feat": torch.as_tensor(ctx["gene_feat"], device=dev),
@@ -546,7 +568,7 @@ class PerturbationRegressor(NeuralNet):
 
     @property
     def _ctx(self) -> dict:
-        ctx = getattr(self.module_, "fitted_context", None) if self.initialized_ else None
+        ctx = getattr(self._bare_module, "fitted_context", None) if self.initialized_ else None
         if ctx is None:
             from sklearn.exceptions import NotFittedError
 
@@ -622,14 +644,13 @@ class PerturbationRegressor(NeuralNet):
         self.precision_ = self._resolve_precision()
         if not warm or not self.initialized_:
             self.initialize()
-        self.module_.gradient_checkpointing = self.gradient_checkpointing
-        for block in self.module_.blocks:
+        core = self._bare_module
+        core.gradient_checkpointing = self.gradient_checkpointing
+        for block in core.blocks:
             block.attn.mode = self.attention
-        self.module_.fitted_context = ctx
+        core.fitted_context = ctx
         self._set_gene_tensors_(ctx)
-        self.scaler_ = torch.amp.GradScaler(
-            torch.device(self.device).type, enabled=self.precision_ == "16"
-        )
+        self.scaler_ = torch.amp.GradScaler(self._device().type, enabled=self.precision_ == "16")
         self.genes_ = genes
         self.feature_names_in_ = np.asarray(genes, dtype=object)
         self.n_features_in_ = len(genes)
@@ -642,7 +663,12 @@ class PerturbationRegressor(NeuralNet):
             self._group_inputs(lab, ct, ctx)
             for lab, ct in zip(groups.labels, groups.cell_types, strict=True)
         ]
-        sampler = dict(set_size=self.set_size, batch_size=self.batch_size, with_cells=with_cells)
+        sampler = dict(
+            set_size=self.set_size,
+            batch_size=self.batch_size,
+            with_cells=with_cells,
+            shard=self._shard(),
+        )
         train = SetSampler(X, groups, train_ids, rng=rng, **sampler)
         valid = None
         if val_ids:
@@ -668,23 +694,25 @@ class PerturbationRegressor(NeuralNet):
         """
         if valid is None or not len(self.history):
             return 1.0
-        self.module_.eval()
-        num = den = 0.0
+        module = self._bare_module
+        module.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=self._device())
         with torch.no_grad():
             for sb in valid:
                 Xi, yi = self._batch(sb)
                 with self._autocast():
-                    d, _ = self.module_(**Xi)
+                    d, _ = module(**Xi)
                 r = d.float() - Xi["baseline"]
                 miss = yi["target"] - yi["basal"] - Xi["baseline"]
-                num += float((r * miss).sum())
-                den += float((r * r).sum())
+                sums += torch.stack([(r * miss).sum(), (r * r).sum()]).double()
+        # sharded validation sets: every process must get the same factor
+        num, den = self._sum_over_processes(sums).tolist()
         return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
 
     def _batch(self, sb):
         ctx = self._ctx
         Xi = self._module_inputs([self._group_inputs_[g] for g in sb.groups], sb.basal, ctx)
-        dev = self.device
+        dev = self._device()
         yi = {"basal": Xi["basal"], "target": torch.as_tensor(sb.target, device=dev)}
         if sb.control_cells is not None:
             yi["control_cells"] = torch.as_tensor(sb.control_cells, device=dev)
@@ -712,7 +740,7 @@ class PerturbationRegressor(NeuralNet):
                     training = prefix == "train"
                     self.notify("on_batch_begin", batch=batch, training=training)
                     step = step_fn(batch, **fit_params)
-                    loss = step["loss"].item()
+                    loss = self._reduce_loss(step["loss"])
                     if not np.isfinite(loss):
                         # stop before NaN weights spread; skorch would carry on silently
                         raise FloatingPointError(
@@ -775,7 +803,8 @@ class PerturbationRegressor(NeuralNet):
 
     def _predict_delta(self, group_keys, basal, ctx):
         """Predicted (delta, log_scale) for groups given their basal means."""
-        self.module_.eval()
+        module = self._bare_module
+        module.eval()
         deltas, scales = [], []
         with torch.no_grad(), _threads(self.n_jobs):
             for s in range(0, len(group_keys), self.batch_size):
@@ -783,7 +812,7 @@ class PerturbationRegressor(NeuralNet):
                 inputs = [self._group_inputs(lab, ct, ctx) for lab, ct in keys]
                 Xi = self._module_inputs(inputs, basal[s : s + self.batch_size], ctx)
                 with self._autocast():
-                    d, ls = self.module_(**Xi)
+                    d, ls = module(**Xi)
                 # shrink the learned residual by the factor fitted on validation sets
                 alpha = ctx.get("residual_scale", 1.0)
                 d = Xi["baseline"] + alpha * (d.float() - Xi["baseline"])
@@ -928,7 +957,7 @@ class PerturbationRegressor(NeuralNet):
         tags.target_tags.multi_output = True
         tags.input_tags.sparse = True
         tags.input_tags.positive_only = True  # counts or log1p; negatives are rejected
-        tags.non_deterministic = torch.device(self.device).type == "cuda"
+        tags.non_deterministic = self._device().type == "cuda"
         return tags
 
 

@@ -87,6 +87,10 @@ class PerturbationRegressor(NeuralNet):
         Cells per set (control and perturbed side each).
     max_epochs : int, default=20
     lr : float, default=1e-3
+    weight_decay : float, default=0.1
+        Weight decay of the optimizer (AdamW's own 0.01 overfit the training
+        perturbations; 0.1 was chosen on Datlinger 2017, ``benchmarks/bench_tuning.py``).
+        ``optimizer__weight_decay`` overrides it.
     batch_size : int, default=8
         Sets per optimisation step.
     precision : {"auto", "32", "bf16", "16"}, default="auto"
@@ -145,8 +149,6 @@ class PerturbationRegressor(NeuralNet):
         Keep the weights between calls to ``fit`` (works across gene panels).
     **kwargs
         skorch parameters (``module__*``, ``optimizer__*``, ``callbacks``, ...).
-        ``optimizer__weight_decay`` defaults to 0.1 (AdamW's own 0.01 overfit the
-        training perturbations; chosen on Datlinger 2017, ``benchmarks/bench_tuning.py``).
 
     Attributes
     ----------
@@ -200,6 +202,7 @@ class PerturbationRegressor(NeuralNet):
         set_size: int = 64,
         max_epochs: int = 20,
         lr: float = 1e-3,
+        weight_decay: float = 0.1,
         batch_size: int = 8,
         precision: str = "auto",
         gradient_checkpointing: bool = False,
@@ -220,9 +223,6 @@ class PerturbationRegressor(NeuralNet):
         **kwargs,
     ):
         kwargs.setdefault("train_split", None)
-        # AdamW's 0.01 overfit the training perturbations on Datlinger 2017 (3-fold VCC
-        # 0.240 vs 0.268 with 0.1; benchmarks/bench_tuning.py)
-        kwargs.setdefault("optimizer__weight_decay", 0.1)
         super().__init__(
             module,
             criterion,
@@ -245,6 +245,7 @@ class PerturbationRegressor(NeuralNet):
         self.n_neighbors = n_neighbors
         self.gene_sets = gene_sets
         self.set_size = set_size
+        self.weight_decay = weight_decay
         self.precision = precision
         self.gradient_checkpointing = gradient_checkpointing
         self.attention = attention
@@ -286,6 +287,7 @@ class PerturbationRegressor(NeuralNet):
 
     def initialize_optimizer(self, triggered_directly=None):
         args, kwargs = self.get_params_for_optimizer("optimizer", self.get_all_learnable_params())
+        kwargs.setdefault("weight_decay", self.weight_decay)
         if self.optimizer in (torch.optim.AdamW, torch.optim.Adam):
             # fused kernels: ~7x faster steps over the 4M-row hashed embedding table on CPU
             kwargs.setdefault("fused", True)
@@ -945,9 +947,11 @@ class PerturbationRegressor(NeuralNet):
 
     def _get_param_names(self):
         # skorch lists every public-or-private attribute without a trailing `_`, which
-        # exposes its bookkeeping set `_params_to_validate` as a parameter: `set_params`
-        # could then overwrite it (sklearn's `check_set_params`); clone recomputes it.
-        return [k for k in super()._get_param_names() if k != "_params_to_validate"]
+        # exposes bookkeeping such as `_params_to_validate` (and AccelerateMixin's
+        # `_wrapped_with_accelerator`) as parameters: `set_params` could overwrite them
+        # (sklearn's `check_set_params`) and clone would pass them to `__init__`.
+        # Parameters are never private; clone recomputes the rest.
+        return [k for k in super()._get_param_names() if not k.startswith("_")]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -32,6 +32,7 @@ __all__ = [
     "BackedRows",
     "backed_rows",
     "check_backed_values",
+    "column_moments",
     "is_backed",
     "row_chunks",
 ]
@@ -238,3 +239,52 @@ def backed_rows(adata, *, layer: str | None = None, float32: bool = True) -> Bac
     from sktx._validation import is_log_normalized
 
     return BackedRows(adata, normalize=not is_log_normalized(adata), float32=float32)
+
+
+def column_moments(X, *, log_base: float | None = None) -> dict[str, np.ndarray]:
+    """Per-gene mean and variance over all rows, accumulated over fixed row chunks.
+
+    Parameters
+    ----------
+    X : ndarray, sparse matrix or BackedRows
+        log1p values (a backed reader normalises counts on the fly). In-memory
+        and backed matrices go through the same chunks, so equal values give
+        bit-identical moments.
+    log_base : float, optional
+        Base of the ``log1p`` (``uns['log1p']['base']``); None is natural log.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``var`` of the log1p values (population variance) and
+        ``mean_expm1``, ``var_expm1`` of ``expm1`` of them (unbiased variance,
+        as scanpy's ``seurat`` flavour computes), all float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> column_moments(np.log1p(np.array([[0.0, 1.0], [2.0, 3.0]])))["mean_expm1"]
+    array([1., 2.])
+    """
+    n_rows, n_genes = X.shape
+    sums = {k: np.zeros(n_genes) for k in ("x", "x2", "e", "e2")}
+    for start, stop in row_chunks(n_rows):
+        block = sp.csr_matrix(X[start:stop])
+        x = block.data
+        # scanpy computes expm1 in the stored dtype, then moments in float64
+        e = np.expm1(x * np.log(log_base) if log_base is not None else x).astype(np.float64)
+        x = x.astype(np.float64)
+        for key, w in (("x", x), ("x2", x * x), ("e", e), ("e2", e * e)):
+            sums[key] += np.bincount(block.indices, weights=w, minlength=n_genes)
+    n = max(n_rows, 1)
+    mean, mean_e = sums["x"] / n, sums["e"] / n
+    var = sums["x2"] / n - mean**2
+    var_e = sums["e2"] / n - mean_e**2
+    if n_rows > 1:
+        var_e *= n_rows / (n_rows - 1)
+    return {
+        "mean": mean,
+        "var": np.maximum(var, 0.0),
+        "mean_expm1": mean_e,
+        "var_expm1": np.maximum(var_e, 0.0),
+    }

@@ -102,6 +102,14 @@ def test_rows_are_read_sorted_then_put_back_in_order(counts, tmp_path):
     np.testing.assert_array_equal(got.toarray(), full.toarray())
 
 
+def test_get_matrix_loads_a_backed_x_as_csr(counts, tmp_path):
+    # used to wrap the loaded CSR in an object array ("non-numeric dtype object")
+    b = ad.read_h5ad(_write(counts, tmp_path / "c.h5ad"), backed="r")
+    X = get_matrix(b)
+    assert sp.issparse(X) and X.format == "csr"
+    np.testing.assert_array_equal(X.toarray(), counts.X.toarray())
+
+
 def test_backed_fit_equals_in_memory_fit(counts, tmp_path):
     path = _write(counts, tmp_path / "c.h5ad")
     b = ad.read_h5ad(path, backed="r")

@@ -574,6 +574,9 @@ class PerturbationRegressor(NeuralNet):
         ----------
         X : AnnData
             Cells x genes, raw counts or log1p, with ``obs[perturbation_key]``.
+            May be backed (``anndata.read_h5ad(path, backed="r")``, CSR or
+            dense ``X``): rows are then read from disk per minibatch and per
+            chunk, and the fit equals the in-memory one (see docs/scaling.md).
         y : None
             Ignored (the targets are the perturbed cells in ``X``).
 

@@ -389,7 +389,8 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Parameters
         ----------
         adata : AnnData
-            Cells x genes, raw counts or log1p (detected). Not modified.
+            Cells x genes, raw counts or log1p (detected). Not modified. May be
+            backed (``backed="r"``): statistics are then summed over row chunks.
         y : None
             Ignored.
 

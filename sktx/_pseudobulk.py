@@ -183,6 +183,26 @@ def pseudobulk(
     return Pseudobulk(means=means, groups=groups, genes=pd.Index(adata.var_names))
 
 
+def _nonzero_sums_by_chunks(reader) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums and non-zero counts of a row reader (a backed file), chunk by chunk.
+
+    Adds the values one by one, in row order, in the matrix dtype: the same
+    sequence of additions as ``csr.sum(0)`` on the whole matrix, so a backed
+    fit gets the same numbers as an in-memory one.
+    """
+    from sktx._backed import row_chunks
+
+    n_rows, n_genes = reader.shape
+    sums, counts = None, np.zeros(n_genes, dtype=np.int64)
+    for start, stop in row_chunks(n_rows):
+        block = sp.csr_matrix(reader[np.arange(start, stop)])
+        if sums is None:
+            sums = np.zeros(n_genes, dtype=block.dtype)
+        np.add.at(sums, block.indices, block.data)
+        counts += np.bincount(block.indices[block.data != 0], minlength=n_genes)
+    return (np.zeros(n_genes) if sums is None else sums), counts
+
+
 def nonzero_level(X) -> np.ndarray:
     """Mean of the non-zero values of each gene (column), float32.
 
@@ -196,7 +216,9 @@ def nonzero_level(X) -> np.ndarray:
     >>> nonzero_level(np.array([[0.0, 2.0, 0.0], [1.0, 4.0, 0.0]])).tolist()
     [1.0, 3.0, 2.0]
     """
-    if sp.issparse(X):
+    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        sums, counts = _nonzero_sums_by_chunks(X)
+    elif sp.issparse(X):
         X = sp.csr_matrix(X)
         sums = np.asarray(X.sum(0)).ravel()
         counts = np.bincount(X.indices[X.data != 0], minlength=X.shape[1])

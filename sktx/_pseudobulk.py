@@ -42,18 +42,25 @@ def group_means(X, codes: np.ndarray, n_groups: int) -> np.ndarray:
     >>> group_means(np.array([[1.0], [3.0], [5.0]]), np.array([0, 0, 1]), 2).ravel()
     array([2., 5.])
     """
+    from sktx._backed import row_chunks
+
     codes = np.asarray(codes)
-    keep = codes >= 0
-    rows = np.flatnonzero(keep)
-    counts = np.bincount(codes[keep], minlength=n_groups).astype(np.float64)
+    counts = np.bincount(codes[codes >= 0], minlength=n_groups).astype(np.float64)
     with np.errstate(divide="ignore"):
         weight = np.where(counts > 0, 1.0 / counts, np.nan)
-    indicator = sp.csr_matrix(
-        (weight[codes[keep]], (codes[keep], rows)), shape=(n_groups, X.shape[0])
-    )
-    means = indicator @ X
-    means = means.toarray() if sp.issparse(means) else np.asarray(means)
-    means = means.astype(np.float64, copy=False)
+    means = np.zeros((n_groups, X.shape[1]), dtype=np.float64)
+    # Fixed row chunks for in-memory and backed (`BackedRows`) matrices alike, so
+    # both sum in the same order and agree exactly; only needed rows are read.
+    for start, stop in row_chunks(X.shape[0]):
+        rows = start + np.flatnonzero(codes[start:stop] >= 0)
+        if rows.size == 0:
+            continue
+        indicator = sp.csr_matrix(
+            (weight[codes[rows]], (codes[rows], np.arange(rows.size))),
+            shape=(n_groups, rows.size),
+        )
+        part = indicator @ X[rows]
+        means += part.toarray() if sp.issparse(part) else np.asarray(part)
     means[counts == 0] = np.nan
     return means
 
@@ -126,6 +133,7 @@ def pseudobulk(
     *,
     cell_type_key: str | None = None,
     layer: str | None = None,
+    matrix=None,
 ) -> Pseudobulk:
     """Mean expression of every (perturbation, cell type) group.
 
@@ -140,6 +148,9 @@ def pseudobulk(
         ``obs`` column with the cell type; groups are then (label, cell type).
     layer : str, optional
         Read this layer instead of ``X``.
+    matrix : matrix or BackedRows, optional
+        Average these rows instead of ``X``/``layer`` (same cells as
+        ``adata``); e.g. a streaming reader of a backed file.
 
     Returns
     -------
@@ -167,8 +178,29 @@ def pseudobulk(
     groups = sizes.reset_index(name="n_cells")
     if cell_type_key is None:
         groups["cell_type"] = None
-    means = group_means(get_matrix(adata, layer), codes, len(groups))
+    X = get_matrix(adata, layer) if matrix is None else matrix
+    means = group_means(X, codes, len(groups))
     return Pseudobulk(means=means, groups=groups, genes=pd.Index(adata.var_names))
+
+
+def _nonzero_sums_by_chunks(reader) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums and non-zero counts of a row reader (a backed file), chunk by chunk.
+
+    Adds the values one by one, in row order, in the matrix dtype: the same
+    sequence of additions as ``csr.sum(0)`` on the whole matrix, so a backed
+    fit gets the same numbers as an in-memory one.
+    """
+    from sktx._backed import row_chunks
+
+    n_rows, n_genes = reader.shape
+    sums, counts = None, np.zeros(n_genes, dtype=np.int64)
+    for start, stop in row_chunks(n_rows):
+        block = sp.csr_matrix(reader[np.arange(start, stop)])
+        if sums is None:
+            sums = np.zeros(n_genes, dtype=block.dtype)
+        np.add.at(sums, block.indices, block.data)
+        counts += np.bincount(block.indices[block.data != 0], minlength=n_genes)
+    return (np.zeros(n_genes) if sums is None else sums), counts
 
 
 def nonzero_level(X) -> np.ndarray:
@@ -184,7 +216,9 @@ def nonzero_level(X) -> np.ndarray:
     >>> nonzero_level(np.array([[0.0, 2.0, 0.0], [1.0, 4.0, 0.0]])).tolist()
     [1.0, 3.0, 2.0]
     """
-    if sp.issparse(X):
+    if not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        sums, counts = _nonzero_sums_by_chunks(X)
+    elif sp.issparse(X):
         X = sp.csr_matrix(X)
         sums = np.asarray(X.sum(0)).ravel()
         counts = np.bincount(X.indices[X.data != 0], minlength=X.shape[1])

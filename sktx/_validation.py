@@ -118,12 +118,16 @@ def _check_labels(
     return col.astype(object).to_numpy().astype(str)
 
 
+def _check_numeric_dtype(dtype, where: str) -> None:
+    if not np.issubdtype(dtype, np.number):
+        raise DataContractError(f"{where} has non-numeric dtype {dtype}; expected floats.")
+
+
 def _check_finite_nonnegative(X, where: str, obs_names: Sequence[str]) -> None:
     data = X.data if sp.issparse(X) else np.asarray(X)
     if data.size == 0:
         return
-    if not np.issubdtype(data.dtype, np.number):
-        raise DataContractError(f"{where} has non-numeric dtype {data.dtype}; expected floats.")
+    _check_numeric_dtype(data.dtype, where)
     finite = np.isfinite(data)
     if not finite.all():
         rows = _bad_rows(X, ~finite)
@@ -184,10 +188,10 @@ def get_matrix(adata, layer: str | None = None):
         X = adata.layers[layer]
     if X is None:
         raise DataContractError("`adata.X` is None; pass `layer=` naming the expression matrix.")
+    if hasattr(X, "to_memory"):  # backed sparse dataset: loads it (streaming code uses BackedRows)
+        X = X.to_memory()
     if sp.issparse(X):
         return X if sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array) else sp.csr_matrix(X)
-    if hasattr(X, "to_memory"):  # backed dataset
-        X = X.to_memory()
     return np.asarray(X)
 
 
@@ -264,7 +268,13 @@ def validate_adata(
         )
     if check_values:
         where = "`X`" if layer is None else f"`layers[{layer!r}]`"
-        _check_finite_nonnegative(get_matrix(adata, layer), where, adata.obs_names)
+        if layer is None and adata.isbacked:
+            from sktx._backed import check_backed_values
+
+            # chunk by chunk: a backed matrix is never loaded whole
+            check_backed_values(adata, where)
+        else:
+            _check_finite_nonnegative(get_matrix(adata, layer), where, adata.obs_names)
     for key, param in ((cell_type_key, "cell_type_key"), (batch_key, "batch_key")):
         if key is not None:
             _check_labels(adata, key, param.removesuffix("_key").replace("_", " "), param)
@@ -364,8 +374,11 @@ def is_log_normalized(adata, *, layer: str | None = None) -> bool:
     if "log1p" in adata.uns:
         return True
     if adata.isbacked and layer is None:
-        # Read only the first rows: a backed file is never loaded whole to sniff it.
-        rows = adata.X[: min(_SNIFF_ROWS, adata.n_obs)]
+        from sktx._backed import BackedRows
+
+        # Read only the first rows (of a view too): a backed file is never loaded whole.
+        reader = BackedRows(adata, normalize=False, float32=False)
+        rows = reader.raw_rows(np.arange(min(_SNIFF_ROWS, adata.n_obs)))
     else:
         X = get_matrix(adata, layer)
         rows = X[: min(_SNIFF_ROWS, X.shape[0])]
@@ -417,15 +430,20 @@ def log_normalize(adata, *, target_sum: float = 1e4, layer: str | None = None, f
     return out
 
 
-def _log_normalize_inplace(adata, target_sum: float) -> None:
-    """Normalise ``adata`` (owned by the caller) in place; counts go to a layer."""
+def _log_normalize_inplace(adata, target_sum: float, *, keep_counts: bool = True) -> None:
+    """Normalise ``adata`` (owned by the caller) in place; counts go to a layer.
+
+    Row-local, so the streaming reader (:mod:`sktx._backed`) calls it on row
+    chunks and gets the same values as on the whole matrix.
+    """
     import scanpy as sc
 
     from sktx._threads import keep_torch_threads
 
     if not np.issubdtype(adata.X.dtype, np.floating):
         adata.X = adata.X.astype(np.float32)
-    adata.layers["counts"] = adata.X.copy()
+    if keep_counts:
+        adata.layers["counts"] = adata.X.copy()
     # A stale marker would make scanpy warn and skip nothing; it is rewritten below.
     adata.uns.pop("log1p", None)
     with keep_torch_threads():  # numba's first use resets the thread count torch shares

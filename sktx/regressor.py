@@ -18,6 +18,7 @@ from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import unpack_data
 
+from sktx._backed import backed_rows, is_backed
 from sktx._data import CellGroups, SetSampler
 from sktx._pseudobulk import nonzero_level
 from sktx._validation import (
@@ -395,7 +396,7 @@ class PerturbationRegressor(NeuralNet):
             raise ValueError("`distributional_loss` must be >= 0.")
         self._resolve_precision()
 
-    def _read(self, adata, *, require_control: bool):
+    def _read(self, adata, *, require_control: bool, stream: bool = False):
         info = validate_adata(
             adata,
             perturbation_key=self.perturbation_key,
@@ -404,10 +405,16 @@ class PerturbationRegressor(NeuralNet):
             layer=self.layer,
             require_control=require_control,
         )
-        if self.layer is not None or not is_log_normalized(adata):
-            adata = log_normalize(adata, layer=self.layer)
-        X = get_matrix(adata)
-        X = sp.csr_matrix(X, dtype=np.float32)
+        if is_backed(adata):
+            # out-of-core: rows are read (and normalised) when needed, see sktx/_backed.py
+            X = backed_rows(adata, layer=self.layer)
+            if not stream:
+                X = X.to_csr()
+        else:
+            if self.layer is not None or not is_log_normalized(adata):
+                adata = log_normalize(adata, layer=self.layer)
+            X = get_matrix(adata)
+            X = sp.csr_matrix(X, dtype=np.float32)
         cts = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, "all")
         return adata, X, info.labels, info.is_control, cts.astype(str)
 
@@ -591,6 +598,9 @@ class PerturbationRegressor(NeuralNet):
         ----------
         X : AnnData
             Cells x genes, raw counts or log1p, with ``obs[perturbation_key]``.
+            May be backed (``anndata.read_h5ad(path, backed="r")``, CSR or
+            dense ``X``): rows are then read from disk per minibatch and per
+            chunk, and the fit equals the in-memory one (see docs/scaling.md).
         y : None
             Ignored (the targets are the perturbed cells in ``X``).
 
@@ -621,7 +631,7 @@ class PerturbationRegressor(NeuralNet):
             return self._fit(X, rng, warm=True, **fit_params)
 
     def _fit(self, adata, rng, *, warm: bool, **fit_params):
-        _, X, labels, is_control, cts = self._read(adata, require_control=True)
+        _, X, labels, is_control, cts = self._read(adata, require_control=True, stream=True)
         groups = CellGroups.from_labels(labels, is_control, cts)
         if not groups.labels:
             raise DataContractError(

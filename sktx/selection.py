@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from sktx._backed import backed_rows, column_moments, is_backed
 from sktx._pseudobulk import pseudobulk
 from sktx._validation import (
     check_genes,
@@ -210,6 +211,36 @@ def _log_variance(X) -> np.ndarray:
     return np.asarray(X, dtype=np.float64).var(axis=0)
 
 
+def _seurat_dispersions_norm(mean: np.ndarray, var: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """scanpy's ``flavor="seurat"`` normalised dispersions from per-gene moments.
+
+    Same steps as ``scanpy.pp.highly_variable_genes`` (scanpy 1.11,
+    ``_highly_variable_genes_single_batch``) once the mean and unbiased
+    variance of ``expm1(X)`` are known, so they can be accumulated over row
+    chunks of a backed file.
+    """
+    mean = np.array(mean, dtype=np.float64)
+    mean[mean == 0] = 1e-12
+    dispersion = var / mean
+    dispersion[dispersion == 0] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dispersion = np.log(dispersion)
+    df = pd.DataFrame({"means": np.log1p(mean), "dispersions": dispersion})
+    df["mean_bin"] = pd.cut(df["means"], bins=n_bins)
+    stats = df.groupby("mean_bin", observed=True)["dispersions"].agg(avg="mean", dev="std")
+    one = stats["dev"].isnull()  # a bin with a single gene: its dispersion_norm is 1
+    stats.loc[one, "dev"] = stats.loc[one, "avg"]
+    stats.loc[one, "avg"] = 0
+    stats = stats.loc[df["mean_bin"]].set_index(df.index)
+    return ((df["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy(dtype=np.float64)
+
+
+def _seurat_scores(X, log_base: float | None) -> np.ndarray:
+    """Seurat normalised dispersions of log1p data ``X`` (matrix or backed reader)."""
+    moments = column_moments(X, log_base=log_base)
+    return _seurat_dispersions_norm(moments["mean_expm1"], moments["var_expm1"])
+
+
 def _has_skmisc() -> bool:
     try:
         import skmisc.loess  # noqa: F401
@@ -358,7 +389,8 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Parameters
         ----------
         adata : AnnData
-            Cells x genes, raw counts or log1p (detected). Not modified.
+            Cells x genes, raw counts or log1p (detected). Not modified. May be
+            backed (``backed="r"``): statistics are then summed over row chunks.
         y : None
             Ignored.
 
@@ -390,9 +422,15 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 stacklevel=2,
             )
         var_names = pd.Index(adata.var_names.astype(str))
-        data, has_counts = self._log_data(adata)
-        hvg_score, self.hvg_flavor_ = self._hvg_scores(data, has_counts)
-        response, target_score = self._responses(data, info, var_names)
+        if is_backed(adata):
+            # out-of-core: statistics over row chunks, the matrix is never loaded whole
+            reader = backed_rows(adata, layer=self.layer, float32=False)
+            hvg_score, self.hvg_flavor_ = self._backed_hvg_scores(reader, adata)
+            response, target_score = self._responses(adata, info, var_names, matrix=reader)
+        else:
+            data, has_counts = self._log_data(adata)
+            hvg_score, self.hvg_flavor_ = self._hvg_scores(data, has_counts)
+            response, target_score = self._responses(data, info, var_names)
 
         evidence = _percentile(hvg_score)
         if response is not None:
@@ -491,24 +529,50 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                         inplace=False,
                     )
                     score = df["variances_norm"]
+                elif flavor == "seurat":
+                    # scanpy's steps on moments summed over row chunks, the computation
+                    # used for backed data too, so both select the same genes
+                    score = _seurat_scores(data.X, data.uns.get("log1p", {}).get("base"))
                 else:
                     df = sc.pp.highly_variable_genes(data, flavor=flavor, inplace=False)
                     score = df["dispersions_norm"]
             return np.asarray(score, dtype=np.float64), flavor
         except Exception as err:  # scanpy's binning / loess fail on tiny or degenerate data
             warnings.warn(
-                f"scanpy `highly_variable_genes(flavor={flavor!r})` failed ({err}); ranking "
+                f"highly-variable-gene scoring (`flavor={flavor!r}`) failed ({err}); ranking "
                 "variability by the variance of log1p expression instead.",
                 UserWarning,
                 stacklevel=3,
             )
             return _log_variance(data.X), "variance"
 
-    def _responses(self, data, info, var_names: pd.Index):
+    def _backed_hvg_scores(self, reader, adata) -> tuple[np.ndarray, str]:
+        """Seurat dispersions from moments accumulated over row chunks of a backed file."""
+        if self.hvg_flavor not in ("auto", "seurat"):
+            raise ValueError(
+                f"`hvg_flavor={self.hvg_flavor!r}` is not available for a backed AnnData: "
+                "out of core, sktx computes the 'seurat' dispersions over row chunks. Use "
+                "`hvg_flavor='seurat'` (or 'auto'), or load the data (`adata.to_memory()`)."
+            )
+        base = None if reader.normalize else adata.uns.get("log1p", {}).get("base")
+        try:
+            return _seurat_scores(reader, base), "seurat"
+        except ValueError as err:  # binning fails on tiny or degenerate data
+            warnings.warn(
+                f"seurat dispersions failed ({err}); ranking variability by the variance of "
+                "log1p expression instead.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return column_moments(reader)["var"], "variance"
+
+    def _responses(self, data, info, var_names: pd.Index, matrix=None):
         """Mean |pseudobulk delta| per gene and the strongest self-change per target."""
         if info is None or not info.perturbations:
             return None, None
-        pb = pseudobulk(data, self.perturbation_key, cell_type_key=self.cell_type_key)
+        pb = pseudobulk(
+            data, self.perturbation_key, cell_type_key=self.cell_type_key, matrix=matrix
+        )
         deltas, groups = pb.deltas(self.control_label)
         absd = np.abs(deltas)
         response = absd.mean(axis=0)
@@ -558,7 +622,9 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Returns
         -------
         AnnData
-            ``adata[:, selected_genes_].copy()``. Raw counts are first
+            ``adata[:, selected_genes_].copy()``; for a backed ``adata`` the
+            view ``adata[:, selected_genes_]`` (nothing is read from disk;
+            :class:`~sktx.PerturbationRegressor` streams its rows). Raw counts are first
             library-size normalised and log1p-transformed over *all* genes
             (:func:`sktx.log_normalize`, counts kept in ``layers['counts']``),
             so the values of a gene do not depend on which panel was selected.
@@ -566,6 +632,10 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         check_is_fitted(self, "selected_genes_")
         validate_adata(adata, perturbation_key=None, check_values=False)
         genes = check_genes(adata, self.selected_genes_, what="selected genes")
+        if is_backed(adata):
+            # A view reads nothing; sktx's reader normalises raw counts by the total over
+            # all genes stored in the file, as the in-memory branch below does.
+            return adata[:, genes]
         if self.layer is None and not is_log_normalized(adata):
             # normalising after subsetting would rescale every cell by the panel's total
             return log_normalize(adata)[:, genes].copy()

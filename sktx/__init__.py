@@ -31,6 +31,7 @@ _LAZY = {
     "MeanBaseline": "sktx.baselines",
     "AdditiveBaseline": "sktx.baselines",
     "LinearBaseline": "sktx.baselines",
+    "AcceleratedPerturbationRegressor": "sktx.accelerate",
 }
 
 __all__ = [

@@ -89,6 +89,13 @@ class SampledDot(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # backward can run inside autocast (accelerate's mixed precision); the CSR
+        # kernels have no bf16/fp16 path, so it runs in float32 like the forward
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return SampledDot._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         q, k = ctx.saved_tensors
         p = ctx.pattern
         grad = grad.contiguous()
@@ -114,6 +121,13 @@ class SparseAggregate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # backward can run inside autocast (accelerate's mixed precision); the CSR
+        # kernels have no bf16/fp16 path, so it runs in float32 like the forward
+        with torch.autocast(device_type=grad.device.type, enabled=False):
+            return SparseAggregate._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         weights, v = ctx.saved_tensors
         p = ctx.pattern
         grad = grad.contiguous()

@@ -675,8 +675,6 @@ class PerturbationRegressor(NeuralNet):
             self._group_inputs(lab, ct, ctx)
             for lab, ct in zip(groups.labels, groups.cell_types, strict=True)
         ]
-        ct_index = {ct: i for i, ct in enumerate(ctx["cell_types"])}
-        self._group_ct_ = np.array([ct_index[ct] for ct in groups.cell_types], dtype=np.int64)
         sampler = dict(
             set_size=self.set_size,
             batch_size=self.batch_size,
@@ -693,7 +691,7 @@ class PerturbationRegressor(NeuralNet):
             ctx["residual_scale"] = self._fit_residual_scale(valid)
         finally:
             # per-group training inputs can be large (groups x genes); not needed after
-            del self._group_inputs_, self._group_ct_
+            del self._group_inputs_
         self.residual_scale_ = ctx["residual_scale"]
         return self
 
@@ -725,19 +723,10 @@ class PerturbationRegressor(NeuralNet):
 
     def _batch(self, sb):
         ctx = self._ctx
-        basal = sb.basal
-        if self.basal == "fitted":
-            # Train as we predict: from the fitted control mean of the set's cell type.
-            # Against the set's own 64 controls the target also held their sampling
-            # noise, which the network learned to "correct" on training and validation
-            # sets alike; at prediction (exact mean) that correction was pure noise and
-            # raised the held-out MAE on every Norman K562 perturbation of two folds.
-            basal = ctx["ctrl_means"][self._group_ct_[sb.groups]]
-        Xi = self._module_inputs([self._group_inputs_[g] for g in sb.groups], basal, ctx)
+        Xi = self._module_inputs([self._group_inputs_[g] for g in sb.groups], sb.basal, ctx)
         dev = self._device()
         yi = {"basal": Xi["basal"], "target": torch.as_tensor(sb.target, device=dev)}
         if sb.control_cells is not None:
-            yi["set_basal"] = torch.as_tensor(sb.basal, device=dev)
             yi["control_cells"] = torch.as_tensor(sb.control_cells, device=dev)
             yi["nonzero_level"] = torch.as_tensor(ctx["nonzero_level"], device=dev)
             yi["perturbed_cells"] = torch.as_tensor(sb.perturbed_cells, device=dev)

@@ -132,14 +132,8 @@ class SetLoss(nn.Module):
         basal, target = y_true["basal"], y_true["target"]
         loss = torch.mean((basal + delta - target) ** 2)
         if self.distributional > 0 and "control_cells" in y_true:
-            # the cells' own mean may differ from the basal the delta is relative to
-            set_basal = y_true.get("set_basal", basal)
             pred = predict_cells(
-                y_true["control_cells"],
-                set_basal,
-                basal - set_basal + delta,
-                log_scale,
-                y_true.get("nonzero_level"),
+                y_true["control_cells"], basal, delta, log_scale, y_true.get("nonzero_level")
             )
             loss = loss + self.distributional * energy_distance(pred, y_true["perturbed_cells"])
         return loss

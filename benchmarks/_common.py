@@ -70,3 +70,35 @@ def write_result(
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     return path
+
+
+def cross_validate_models(models: dict, adata, cv, extra: dict) -> list[list]:
+    """Score each model with the VCC scorers over ``cv``; one table row per model.
+
+    Rows are ``[name, "mean ± std" per metric of METRICS, CV wall s]``; per-fold values
+    go to ``extra["per_fold"][name]``. Prints each row as it is done.
+    """
+    import time
+    import warnings
+
+    from sklearn.model_selection import cross_validate
+
+    from sktx.metrics import get_scorer
+
+    scoring = {name: get_scorer(name) for _, name, _ in METRICS}
+    rows = []
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            res = cross_validate(model, adata, cv=cv, scoring=scoring, error_score="raise")
+        row = [name]
+        for _, metric, sign in METRICS:
+            vals = sign * res[f"test_{metric}"]
+            row.append(f"{vals.mean():.4f} ± {vals.std():.4f}")
+        row.append(round(time.perf_counter() - t0, 1))
+        rows.append(row)
+        per_fold = {m: (s * res[f"test_{m}"]).tolist() for _, m, s in METRICS}
+        extra.setdefault("per_fold", {})[name] = per_fold
+        print(row, flush=True)
+    return rows

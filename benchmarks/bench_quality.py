@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, GO_BP, KEYS, METRICS, peak_rss_gb, write_result
+from _common import DATA, GO_BP, KEYS, METRICS, cross_validate_models, peak_rss_gb, write_result
 
 
 def models(epochs: int) -> dict:
@@ -58,30 +56,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import anndata as ad
-    from sklearn.model_selection import cross_validate
 
-    from sktx.metrics import get_scorer
     from sktx.model_selection import PerturbationSplit
 
     full = ad.read_h5ad(DATA)
     adata = full[(full.obs["cell_type"] == "k562").to_numpy()].copy()
-    scoring = {name: get_scorer(name) for _, name, _ in METRICS}
     cv = PerturbationSplit(args.folds, shuffle=True, random_state=0, **KEYS)
-    rows, extra = [], {"folds": args.folds, "epochs": args.epochs, "per_fold": {}}
-    for name, model in models(args.epochs).items():
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            res = cross_validate(model, adata, cv=cv, scoring=scoring, error_score="raise")
-        wall = time.perf_counter() - t0
-        row = [name]
-        for _, metric, sign in METRICS:
-            vals = sign * res[f"test_{metric}"]
-            row.append(f"{vals.mean():.4f} ± {vals.std():.4f}")
-        row.append(round(wall, 1))
-        rows.append(row)
-        extra["per_fold"][name] = {m: (s * res[f"test_{m}"]).tolist() for _, m, s in METRICS}
-        print(row, flush=True)
+    extra = {"folds": args.folds, "epochs": args.epochs}
+    rows = cross_validate_models(models(args.epochs), adata, cv, extra)
     extra["peak_rss_gb"] = peak_rss_gb()
     notes = (
         f"Norman 2019 K562 cells of the shared devel file (500 HVGs, 33 perturbations incl. 15 "

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GO_BP, METRICS, SHARED, peak_rss_gb, write_result
+from _common import GO_BP, METRICS, SHARED, cross_validate_models, peak_rss_gb, write_result
 
 DATLINGER = SHARED / "data" / "datlinger2017_jurkat.h5ad"
 KEYS = {"perturbation_key": "target_gene", "control_label": "control"}
@@ -57,31 +55,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import scanpy as sc
-    from sklearn.model_selection import cross_validate
 
     from sktx.datasets import load_h5ad
-    from sktx.metrics import get_scorer
     from sktx.model_selection import PerturbationSplit
 
     adata = load_h5ad(DATLINGER, **KEYS)  # log1p-normalised on load, counts kept
     sc.pp.highly_variable_genes(adata, n_top_genes=500)
     adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
-    scoring = {name: get_scorer(name) for _, name, _ in METRICS}
     cv = PerturbationSplit(args.folds, shuffle=True, random_state=0, **KEYS)
-    rows, extra = [], {"folds": args.folds, "epochs": args.epochs, "per_fold": {}}
-    for name, model in models(args.epochs).items():
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            res = cross_validate(model, adata, cv=cv, scoring=scoring, error_score="raise")
-        row = [name]
-        for _, metric, sign in METRICS:
-            vals = sign * res[f"test_{metric}"]
-            row.append(f"{vals.mean():.4f} ± {vals.std():.4f}")
-        row.append(round(time.perf_counter() - t0, 1))
-        rows.append(row)
-        extra["per_fold"][name] = {m: (s * res[f"test_{m}"]).tolist() for _, m, s in METRICS}
-        print(row, flush=True)
+    extra = {"folds": args.folds, "epochs": args.epochs}
+    rows = cross_validate_models(models(args.epochs), adata, cv, extra)
     extra["peak_rss_gb"] = peak_rss_gb()
     notes = (
         f"Datlinger 2017 Jurkat (shared file, 20 perturbations, 200 controls, very shallow "

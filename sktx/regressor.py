@@ -7,6 +7,7 @@ import resource
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
+from copy import deepcopy
 
 import anndata as ad
 import numpy as np
@@ -685,7 +686,11 @@ class PerturbationRegressor(NeuralNet):
         valid = None
         if val_ids:
             vrng = np.random.RandomState(rng.randint(2**31 - 1))
-            valid = SetSampler(X, groups, val_ids, rng=vrng, fixed=True, **sampler)
+            # every process scores all validation sets (few, and no padding duplicates),
+            # so early stopping and the residual scale agree with a one-process fit
+            valid = SetSampler(
+                X, groups, val_ids, rng=vrng, fixed=True, **{**sampler, "shard": (0, 1)}
+            )
         try:
             self.partial_fit(_Sets(train, valid), **fit_params)
             ctx["residual_scale"] = self._fit_residual_scale(valid)
@@ -1001,9 +1006,11 @@ class _EarlyStopping(EarlyStopping):
     """skorch ``EarlyStopping`` on ``valid_loss`` that restores the best weights.
 
     Reads its patience from the net's ``n_iter_no_change`` when training
-    starts (so ``set_params`` takes effect without re-initialising) and stays
+    starts (so ``set_params`` takes effect without re-initialising), stays
     idle in fits without a validation split (``validation_fraction=0``, or a
-    single training perturbation).
+    single training perturbation), and keeps the weights of the bare model
+    (``net._bare_module``): under accelerate the module may be wrapped in DDP
+    while training and unwrapped when training ends.
     """
 
     def __init__(self) -> None:
@@ -1014,12 +1021,26 @@ class _EarlyStopping(EarlyStopping):
         super().on_train_begin(net, **kwargs)
 
     def on_epoch_end(self, net, **kwargs):
-        if "valid_loss" in net.history[-1]:
-            super().on_epoch_end(net, **kwargs)
+        if "valid_loss" not in net.history[-1]:
+            return
+        score = net.history[-1, self.monitor]
+        if self._is_score_improved(score):
+            self.misses_ = 0
+            self.dynamic_threshold_ = self._calc_new_threshold(score)
+            self.best_epoch_ = net.history[-1, "epoch"]
+            self.best_model_weights_ = deepcopy(net._bare_module.state_dict())
+        else:
+            self.misses_ += 1
+        if self.misses_ == self.patience:
+            raise KeyboardInterrupt  # skorch's way to end training
 
     def on_train_end(self, net, **kwargs):
-        if len(net.history):  # max_epochs=0 trains nothing
-            super().on_train_end(net, **kwargs)
+        if (
+            len(net.history)  # max_epochs=0 trains nothing
+            and self.best_model_weights_ is not None
+            and self.best_epoch_ != net.history[-1, "epoch"]
+        ):
+            net._bare_module.load_state_dict(self.best_model_weights_)
 
 
 class _Sets:

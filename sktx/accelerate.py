@@ -121,9 +121,6 @@ class AcceleratedPerturbationRegressor(AccelerateMixin, PerturbationRegressor):
     def _reduce_loss(self, loss: torch.Tensor) -> float:
         return self.accelerator.reduce(loss.detach().float(), reduction="mean").item()
 
-    def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.reduce(values, reduction="sum")
-
     def _resolve_precision(self) -> str:
         if self.precision not in ("auto", "32"):
             mp = self.accelerator.mixed_precision

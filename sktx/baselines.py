@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from sktx._effects import fit_target_effects
 from sktx._pseudobulk import nonzero_level, pseudobulk
 from sktx._validation import (
     DataContractError,
@@ -332,6 +333,15 @@ class AdditiveBaseline(_Baseline):
         Every perturbed query cell = the predicted profile (cell-eval's
         baseline convention), or the query's control cells carried to the
         predicted mean with zeros kept (as the regressor does).
+    effects : {"singles", "joint"}, default="singles"
+        Where a target's effect comes from. ``"singles"``: its single
+        perturbation only (the classic additive baseline). ``"joint"``: a
+        ridge fit over every training label, singles and combinations
+        (``delta(A+B) = 2 * shared + specific[A] + specific[B]``, penalty by
+        leave-one-label-out CV), so a target seen only inside combinations
+        gets an effect too and an unseen target gets the typical effect
+        ``shared``. This is the baseline
+        :class:`~sktx.regressor.PerturbationRegressor` adds its residual to.
 
     Attributes
     ----------
@@ -339,6 +349,10 @@ class AdditiveBaseline(_Baseline):
         Training deltas, index (perturbation, cell type).
     mean_deltas_ : DataFrame
         Mean training delta per cell type.
+    effects_ : dict
+        ``effects="joint"`` only: the fitted
+        :class:`~sktx._effects.TargetEffects` per cell type (ridge penalty in
+        ``effects_[ct].lam``).
     control_profiles_ : DataFrame
     perturbations_ : list of str
     feature_names_in_ : ndarray of str
@@ -359,15 +373,45 @@ class AdditiveBaseline(_Baseline):
     True
     """
 
+    def __init__(
+        self,
+        *,
+        perturbation_key: str = "target_gene",
+        control_label: str = "non-targeting",
+        cell_type_key: str | None = None,
+        cells: str = "profile",
+        effects: str = "singles",
+    ) -> None:
+        super().__init__(
+            perturbation_key=perturbation_key,
+            control_label=control_label,
+            cell_type_key=cell_type_key,
+            cells=cells,
+        )
+        self.effects = effects
+
     def _fit(self, pb) -> None:
+        if self.effects not in ("singles", "joint"):
+            raise ValueError(f"`effects` must be 'singles' or 'joint', got {self.effects!r}.")
         deltas, groups = pb.deltas(self.control_label)
         index = pd.MultiIndex.from_frame(groups[["perturbation", "cell_type"]])
         self.deltas_ = pd.DataFrame(deltas, index=index, columns=pb.genes)
         self.mean_deltas_ = self.deltas_.groupby(level="cell_type").mean()
+        if self.effects == "joint":
+            self.effects_ = {
+                ct: fit_target_effects(
+                    frame.to_numpy(),
+                    [split_targets(p, self.control_label) or [p] for p, _ in frame.index],
+                )
+                for ct, frame in self.deltas_.groupby(level="cell_type")
+            }
 
     def _delta(self, label: str, cell_type: str) -> np.ndarray:
         if (label, cell_type) in self.deltas_.index:
             return self.deltas_.loc[(label, cell_type)].to_numpy()
+        if self.effects == "joint":
+            targets = split_targets(label, self.control_label) or [label]
+            return self.effects_[cell_type].predict(targets)
         total = np.zeros(self.deltas_.shape[1])
         for target in split_targets(label, self.control_label):
             if (target, cell_type) in self.deltas_.index:

@@ -21,6 +21,7 @@ from skorch.dataset import unpack_data
 
 from sktx._backed import backed_rows, is_backed
 from sktx._data import CellGroups, SetSampler
+from sktx._effects import fit_target_effects
 from sktx._pseudobulk import nonzero_level
 from sktx._validation import (
     DataContractError,
@@ -491,24 +492,38 @@ class PerturbationRegressor(NeuralNet):
         ctx["neighbors"] = graph.neighbors
         return ctx, graph
 
-    def _baseline(self, label: str, ct: str, ctx) -> np.ndarray:
-        """Mean delta of the other training perturbations (singles) or sum of singles (A+B)."""
-        labels = np.asarray(ctx["delta_labels"], dtype=object)
+    def _effects(self, ctx) -> dict:
+        """Target effects per cell type (``None`` key: all cell types pooled), memoised."""
+        memo = getattr(self, "_effects_memo", None)
+        if memo is not None and memo[0] is ctx:
+            return memo[1]
+        labels = list(ctx["delta_labels"])
         cts = np.asarray(ctx["delta_cts"], dtype=object)
-        deltas = ctx["deltas"]
-        same_ct = cts == ct
-        if not same_ct.any():
-            same_ct = np.ones(len(cts), dtype=bool)  # unseen cell type: pool all
-        pool = same_ct & (labels != label)
-        mean = deltas[pool].mean(0) if pool.any() else np.zeros(len(ctx["genes"]), np.float32)
-        targets = split_targets(label, self.control_label)
-        if len(targets) < 2:
-            return mean.astype(np.float32)
-        out = np.zeros_like(mean)
-        for t in targets:
-            hit = np.flatnonzero(same_ct & (labels == t) & (labels != label))
-            out += deltas[hit].mean(0) if hit.size else mean
-        return out.astype(np.float32)
+        targets = [split_targets(lab, self.control_label) or [lab] for lab in labels]
+        out = {}
+        for ct in [*sorted(set(cts.tolist())), None]:
+            rows = np.arange(len(labels)) if ct is None else np.flatnonzero(cts == ct)
+            fx = fit_target_effects(ctx["deltas"][rows], [targets[i] for i in rows])
+            out[ct] = (fx, {labels[i]: k for k, i in enumerate(rows)})
+        self._effects_memo = (ctx, out)
+        return out
+
+    def _baseline(self, label: str, ct: str, ctx) -> np.ndarray:
+        """What the residual is added to: additive target effects fitted jointly on all labels.
+
+        Per-target effects are fitted on the pseudobulk deltas of every fitted
+        single and combination (:func:`sktx._effects.fit_target_effects`), so a
+        target seen only inside combinations still gets an effect. A fitted
+        label gets its leave-one-label-out prediction (its own delta never
+        enters its baseline, so training learns what the baseline misses on
+        unseen perturbations); an unseen cell type uses all cell types pooled.
+        """
+        effects = self._effects(ctx)
+        fx, rows = effects.get(ct, effects[None])
+        if label in rows:
+            return fx.loo[rows[label]].astype(np.float32)
+        targets = split_targets(label, self.control_label) or [label]
+        return fx.predict(targets).astype(np.float32)
 
     def _group_inputs(self, label: str, ct: str, ctx) -> dict:
         targets = split_targets(label, self.control_label) or [label]

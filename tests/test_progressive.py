@@ -54,7 +54,7 @@ class _Stub(BaseEstimator):
 def test_warm_start_carries_weights_into_next_phase(data):
     # lr and phase-1 length chosen so phase 1 clearly learns something; early stopping
     # off so phase 1 hands over its last weights, not an earlier best epoch
-    pipe = _pipe(lr=3e-3, early_stopping=False)
+    pipe = _pipe(lr=1e-2, early_stopping=False)
     prog = ProgressiveFit(pipe, phases=(50, 150), epochs_per_phase=(6, 2), random_state=0)
     prog.fit(data)
     seed = prog.phase_history_[0]["seed"]

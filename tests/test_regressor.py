@@ -279,11 +279,12 @@ def test_early_stopping_needs_validation(sim):
 def test_residual_scale_is_fitted_on_validation_and_applied(sim, fitted):
     assert 0.0 <= fitted.residual_scale_ <= 1.0
     q = query_for(sim, "G00001")
-    full = fitted.predict_deltas(q).to_numpy()
     ctx = fitted._ctx
     base = fitted._baseline("G00001", "", ctx)  # residual scale 0 = the baseline itself
     saved = ctx["residual_scale"]
     try:
+        ctx["residual_scale"] = 1.0
+        full = fitted.predict_deltas(q).to_numpy()
         ctx["residual_scale"] = 0.0
         none = fitted.predict_deltas(q).to_numpy()
     finally:

@@ -1,0 +1,134 @@
+"""Per-target additive effects fitted jointly on single and combined perturbations.
+
+The classic additive baseline takes a target's effect from its single
+perturbation only, so a target seen only inside combinations (``A+B`` with no
+``A`` alone, common in combinatorial screens) falls back to the mean delta,
+and the combinations themselves are never used to learn anything. Here every
+fitted label is one equation::
+
+    delta(label) = k * shared + sum_{t in label} specific[t]
+
+(``k`` = number of targets): ``shared`` is the effect of a typical target
+(unpenalised; it is what an unseen target gets) and ``specific[t]`` is a
+ridge-penalised departure from it, so a target with little evidence stays near
+the typical effect. With single perturbations only and a small penalty this is
+the additive baseline again: a seen label gets (close to) its own delta, an
+unseen single the mean delta, ``A+B`` the sum of the singles. The penalty is
+chosen by exact leave-one-label-out cross-validation (the ridge hat-matrix
+identity), so nothing is tuned by hand or on held-out data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Penalties tried, in units of one label's weight in the least-squares fit.
+LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+@dataclass
+class TargetEffects:
+    """Fitted effects: ``predict(["A", "B"])`` = 2 * shared + specific[A] + specific[B].
+
+    Attributes
+    ----------
+    targets : list of str
+        Targets with a fitted specific effect.
+    shared : ndarray of shape (n_genes,)
+        Effect of a typical target (also the effect of an unseen one).
+    specific : ndarray of shape (n_targets, n_genes)
+        Departure of each target from ``shared``.
+    lam : float
+        Ridge penalty chosen by leave-one-label-out cross-validation.
+    loo : ndarray of shape (n_labels, n_genes)
+        Each fitted label predicted by the fit without that label.
+    """
+
+    targets: list[str]
+    shared: np.ndarray
+    specific: np.ndarray
+    lam: float
+    loo: np.ndarray
+
+    def predict(self, targets: list[str]) -> np.ndarray:
+        """Delta of a label with these targets (unknown targets get ``shared``)."""
+        index = {t: i for i, t in enumerate(self.targets)}
+        out = len(targets) * self.shared.astype(np.float64)
+        for t in targets:
+            if t in index:
+                out = out + self.specific[index[t]]
+        return out
+
+
+def _design(target_lists: list[list[str]], targets: list[str]) -> np.ndarray:
+    index = {t: i for i, t in enumerate(targets)}
+    A = np.zeros((len(target_lists), 1 + len(targets)))
+    for i, ts in enumerate(target_lists):
+        A[i, 0] = len(ts)
+        for t in ts:
+            A[i, 1 + index[t]] += 1.0
+    return A
+
+
+def _ridge(A: np.ndarray, lam: float) -> np.ndarray:
+    """``(A'A + P)^-1 A'`` with the shared column unpenalised."""
+    pen = np.full(A.shape[1], lam)
+    pen[0] = 0.0
+    gram = A.T @ A + np.diag(pen)
+    # tiny jitter: the shared column alone is singular when every label is empty
+    gram[np.diag_indices_from(gram)] += 1e-9
+    return np.linalg.solve(gram, A.T)
+
+
+def fit_target_effects(
+    deltas: np.ndarray, target_lists: list[list[str]], lambdas=LAMBDAS
+) -> TargetEffects:
+    """Fit shared and per-target effects on labelled pseudobulk deltas.
+
+    Parameters
+    ----------
+    deltas : ndarray of shape (n_labels, n_genes)
+        Pseudobulk delta of each label to its controls.
+    target_lists : list of list of str
+        Targets of each label (``["A", "B"]`` for ``A+B``).
+    lambdas : sequence of float
+        Penalties tried; the one with the smallest leave-one-label-out squared
+        error is kept.
+
+    Returns
+    -------
+    TargetEffects
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> fx = fit_target_effects(d, [["A"], ["B"], ["A", "B"]])
+    >>> np.round(fx.predict(["A"]), 1).tolist()
+    [1.0, 0.0]
+    """
+    deltas = np.asarray(deltas, dtype=np.float64)
+    n, n_genes = deltas.shape
+    targets = sorted({t for ts in target_lists for t in ts})
+    if n == 0:
+        zero = np.zeros(n_genes)
+        return TargetEffects(targets, zero, np.zeros((len(targets), n_genes)), 0.0, deltas)
+    A = _design(target_lists, targets)
+    best = None
+    for lam in lambdas:
+        solve = _ridge(A, lam)
+        hat_diag = np.einsum("ij,ji->i", A, solve)
+        fitted = A @ (solve @ deltas)
+        # exact leave-one-out predictions of a linear smoother; a label that alone
+        # determines its fit (leverage 1) has no out-of-sample prediction: use 0
+        free = 1.0 - hat_diag
+        ok = free > 1e-6
+        loo = np.zeros_like(deltas)
+        loo[ok] = (fitted[ok] - hat_diag[ok, None] * deltas[ok]) / free[ok, None]
+        err = float(((loo - deltas) ** 2).sum())
+        if best is None or err < best[0] - 1e-12:
+            best = (err, lam, solve @ deltas, loo)
+    _, lam, coef, loo = best
+    return TargetEffects(targets, coef[0], coef[1:], float(lam), loo)

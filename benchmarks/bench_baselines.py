@@ -31,6 +31,7 @@ def models(cell_type_key: str | None, regressor: bool = False):
         "ControlBaseline": ControlBaseline(**kw),
         "MeanBaseline": MeanBaseline(**kw),
         "AdditiveBaseline": AdditiveBaseline(**kw),
+        'AdditiveBaseline(effects="joint")': AdditiveBaseline(effects="joint", **kw),
         "LinearBaseline": LinearBaseline(**kw),
     }
     if GO_BP.exists():

@@ -59,10 +59,12 @@ class PerturbationRegressor(NeuralNet):
     expression + a target flag); tokens attend to ``n_neighbors`` neighbours
     on a gene graph (shared gene sets + co-expression). The network runs once
     per *set* of cells and predicts a per-gene change that is added, as a
-    residual, to a baseline: the mean delta of the training perturbations
-    (singles) or the sum of the single deltas (combinations ``A+B``). The
-    residual head starts at zero, so an untrained model is the baseline and
-    training can only add what the data supports. Cells are predicted as
+    residual, to a baseline: additive per-target effects fitted jointly on all
+    training singles and combinations (``AdditiveBaseline(effects="joint")``;
+    an unseen single gets the typical target effect, ``A+B`` the sum of its
+    targets' effects, learned from combinations too). The residual head
+    starts at zero, so an untrained model is the baseline and training can
+    only add what the data supports. Cells are predicted as
     control cell + predicted delta (clipped at zero).
 
     Parameters
@@ -466,9 +468,9 @@ class PerturbationRegressor(NeuralNet):
         ctrl_code = np.array([ct_code.get(c, -1) for c in cts])
         codes[is_control] = ctrl_code[is_control]
         ctrl_means = group_means(X, codes, len(ct_names))
-        # Baseline deltas use every fitted perturbation, validation ones included: a
-        # perturbation's baseline leaves its own delta out, so validation stays honest,
-        # and the mean delta of unseen perturbations rests on all the data.
+        # The baseline is fitted on every fitted perturbation, validation ones included:
+        # a perturbation's own baseline is the fit without it, so validation stays
+        # honest, and the effects for unseen perturbations rest on all the data.
         codes = np.full(len(labels), -1)
         for j, rows in enumerate(groups.rows):
             codes[rows] = j

@@ -225,8 +225,6 @@ def test_pipeline_with_gene_selector(sim):
 def test_norman_fit_beats_no_change_on_held_out_perturbations(norman, genesets_dir):
     """A one-minute CPU fit on real K562 data predicts held-out perturbations better
     than "no change" (pseudobulk-delta MSE)."""
-    import time
-
     from sktx.model_selection import PerturbationSplit
 
     keys = dict(perturbation_key="perturbation", control_label="control")
@@ -244,9 +242,9 @@ def test_norman_fit_beats_no_change_on_held_out_perturbations(norman, genesets_d
         # GO BP embeds the held-out targets, most of which are not measured
         gene_sets=str(genesets_dir / "go_bp_2021.gmt"),
     )
-    start = time.perf_counter()
+    # "one minute" is kept by the size of the fit (15 epochs at most on ~2,700 cells;
+    # bench_quality.py measures ~5 s per fold), not by a timed assertion
     model.fit(train)
-    assert time.perf_counter() - start < 60
     ours = model.score(test)
     X = test.X.toarray()
     labels = test.obs["perturbation"].to_numpy()

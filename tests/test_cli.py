@@ -200,7 +200,7 @@ def test_train_predict_evaluate(sim_file, tmp_path, fast_model):
     for name in ("model.pkl", "config.json", "metrics.json", "metrics.csv", "report.html"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"PerturbationRegressor", "mean", "linear", "control"} <= set(metrics)
+    assert {"PerturbationRegressor", "mean", "linear", "control", "additive_joint"} <= set(metrics)
     assert set(metrics["mean"]) >= {"DES", "PDS", "MAE", "pearson_delta", "VCC"}
     config = json.loads((run / "config.json").read_text())
     assert config["cells"] == 400 and config["perturbation_key"] == "target_gene"

@@ -53,11 +53,15 @@ def main() -> None:
         ControlBaseline(**keys),
         MeanBaseline(**keys),
         AdditiveBaseline(**keys),
+        # target effects from singles *and* combinations (PerturbationRegressor's start)
+        AdditiveBaseline(effects="joint", **keys),
         LinearBaseline(**keys),
     ):
         res = cross_validate(model, adata, cv=cv, scoring=scoring)
         summary = ", ".join(f"{n}={np.mean(res[f'test_{n}']):.3f}" for n in scoring)
-        print(f"{type(model).__name__:17s} {summary}")
+        joint = getattr(model, "effects", "") == "joint"
+        name = type(model).__name__ + ("(joint)" if joint else "")
+        print(f"{name:24s} {summary}")
 
     # 2. Metric functions on an explicit held-out prediction.
     train, test = next(cv.split(adata))

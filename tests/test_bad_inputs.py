@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from typer.testing import CliRunner
 
 from sktx._validation import DataContractError, validate_adata
-from sktx.baselines import MeanBaseline
+from sktx.baselines import AdditiveBaseline, MeanBaseline
 from sktx.cli import app
 from sktx.datasets import make_perturbseq
 from sktx.metrics import mae_score, pearson_delta_score
@@ -159,6 +159,18 @@ CASES = [
     ),
     ("regressor: ndarray not AnnData", lambda d: reg().fit(d.X.toarray()), TypeError, "AnnData"),
     ("baseline: list not AnnData", lambda d: MeanBaseline().fit([[1, 2]]), TypeError, "AnnData"),
+    (
+        "baseline: unknown effects",
+        lambda d: AdditiveBaseline(effects="both").fit(d),
+        ValueError,
+        "'both'",
+    ),
+    (
+        "baseline: unknown cells",
+        lambda d: AdditiveBaseline(cells="mean").fit(d).predict(d),
+        ValueError,
+        "'mean'",
+    ),
     # empty / degenerate data
     ("validate: zero cells", _validate(empty_cells), DataContractError, "0"),
     ("validate: zero genes", _validate(empty_genes), DataContractError, "0"),

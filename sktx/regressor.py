@@ -964,6 +964,12 @@ class PerturbationRegressor(NeuralNet):
             errs.append(np.mean((pred[j] - obs) ** 2))
         return -float(np.mean(errs))
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        # a cache of the baseline fit; rebuilt from the fitted context on demand
+        state.pop("_effects_memo", None)
+        return state
+
     def _get_param_names(self):
         # skorch lists every public-or-private attribute without a trailing `_`, which
         # exposes bookkeeping such as `_params_to_validate` (and AccelerateMixin's

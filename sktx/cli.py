@@ -715,7 +715,7 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
             base.fit(train[:, genes].copy())
             preds[label] = base.predict(query[:, genes].copy())
             seconds = time.perf_counter() - t0
-            _echo(quiet, f"  baseline {label:<9} fitted and predicted in {seconds:.1f} s")
+            _echo(quiet, f"  baseline {label:<14} fitted and predicted in {seconds:.1f} s")
     scores = evaluate_predictions(test, preds, **keys)
     scores["scored_perturbations"] = sorted(
         set(test.obs[key].astype(str)) - {cfg.keys.control_label}

@@ -109,26 +109,48 @@ def fit_target_effects(
     >>> np.round(fx.predict(["A"]), 1).tolist()
     [1.0, 0.0]
     """
-    deltas = np.asarray(deltas, dtype=np.float64)
+    deltas = np.asarray(deltas)
     n, n_genes = deltas.shape
     targets = sorted({t for ts in target_lists for t in ts})
     if n == 0:
         zero = np.zeros(n_genes)
-        return TargetEffects(targets, zero, np.zeros((len(targets), n_genes)), 0.0, deltas)
+        return TargetEffects(
+            targets, zero, np.zeros((len(targets), n_genes)), 0.0, np.zeros((0, n_genes))
+        )
     A = _design(target_lists, targets)
     best = None
     for lam in lambdas:
         solve = _ridge(A, lam)
-        hat_diag = np.einsum("ij,ji->i", A, solve)
-        fitted = A @ (solve @ deltas)
-        # exact leave-one-out predictions of a linear smoother; a label that alone
-        # determines its fit (leverage 1) has no out-of-sample prediction: use 0
-        free = 1.0 - hat_diag
-        ok = free > 1e-6
-        loo = np.zeros_like(deltas)
-        loo[ok] = (fitted[ok] - hat_diag[ok, None] * deltas[ok]) / free[ok, None]
-        err = float(((loo - deltas) ** 2).sum())
+        hat = A @ solve  # labels x labels: the fit is a linear smoother
+        # gene chunks keep the peak memory at a few copies of one chunk, not of all genes
+        err = sum(
+            float(((_loo(hat, deltas[:, c]) - deltas[:, c]) ** 2).sum()) for c in _chunks(n_genes)
+        )
         if best is None or err < best[0] - 1e-12:
-            best = (err, lam, solve @ deltas, loo)
-    _, lam, coef, loo = best
+            best = (err, lam, solve, hat)
+    _, lam, solve, hat = best
+    coef = np.empty((A.shape[1], n_genes))
+    loo = np.empty((n, n_genes))
+    for c in _chunks(n_genes):
+        coef[:, c] = solve @ deltas[:, c]
+        loo[:, c] = _loo(hat, deltas[:, c])
     return TargetEffects(targets, coef[0], coef[1:], float(lam), loo)
+
+
+def _chunks(n_genes: int, size: int = 2048):
+    return [slice(s, min(s + size, n_genes)) for s in range(0, n_genes, size)]
+
+
+def _loo(hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact leave-one-out predictions of the linear smoother ``hat`` for columns ``y``.
+
+    A label that alone determines its own fit (leverage 1) has no out-of-sample
+    prediction: it gets 0, the "no change" answer.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    h = np.diag(hat)
+    free = 1.0 - h
+    ok = free > 1e-6
+    out = np.zeros_like(y)
+    out[ok] = ((hat @ y)[ok] - h[ok, None] * y[ok]) / free[ok, None]
+    return out

@@ -503,7 +503,11 @@ class PerturbationRegressor(NeuralNet):
         cts = np.asarray(ctx["delta_cts"], dtype=object)
         targets = [split_targets(lab, self.control_label) or [lab] for lab in labels]
         out = {}
-        for ct in [*sorted(set(cts.tolist())), None]:
+        names = sorted(set(cts.tolist()))
+        for ct in [*names, None]:
+            if ct is None and len(names) == 1:
+                out[None] = out[names[0]]  # one cell type: pooling changes nothing
+                continue
             rows = np.arange(len(labels)) if ct is None else np.flatnonzero(cts == ct)
             fx = fit_target_effects(ctx["deltas"][rows], [targets[i] for i in rows])
             out[ct] = (fx, {labels[i]: k for k, i in enumerate(rows)})

@@ -16,22 +16,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, GO_BP, KEYS, METRICS, cross_validate_models, peak_rss_gb, write_result
+from _common import (
+    CV_COLUMNS,
+    DATA,
+    GO_BP,
+    KEYS,
+    cross_validate_models,
+    peak_rss_gb,
+    regressor_params,
+    write_result,
+)
 
 
 def models(epochs: int) -> dict:
     from sktx.baselines import AdditiveBaseline, LinearBaseline, MeanBaseline
     from sktx.regressor import PerturbationRegressor
 
-    ours = dict(
-        **KEYS,
-        gene_sets=str(GO_BP),
-        max_epochs=epochs,
-        n_jobs=1,
-        random_state=0,
-        # IER5L (held out in one fold) is in no GO BP term and not measured
-        on_unknown_target="warn",
-    )
+    ours = regressor_params(KEYS, epochs)
     return {
         "MeanBaseline": MeanBaseline(**KEYS),
         "AdditiveBaseline": AdditiveBaseline(**KEYS),
@@ -97,7 +98,7 @@ def main() -> None:
     path = write_result(
         "quality",
         title="PerturbationRegressor vs baselines on held-out Norman K562 perturbations (5-fold)",
-        columns=["model"] + [m for m, _, _ in METRICS] + ["CV wall s"],
+        columns=CV_COLUMNS,
         rows=rows,
         notes=notes,
         extra=extra,

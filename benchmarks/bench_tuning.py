@@ -16,7 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GO_BP, METRICS, SHARED, cross_validate_models, peak_rss_gb, write_result
+from _common import (
+    CV_COLUMNS,
+    SHARED,
+    cross_validate_models,
+    peak_rss_gb,
+    regressor_params,
+    write_result,
+)
 
 DATLINGER = SHARED / "data" / "datlinger2017_jurkat.h5ad"
 KEYS = {"perturbation_key": "target_gene", "control_label": "control"}
@@ -26,14 +33,7 @@ def models(epochs: int) -> dict:
     from sktx.baselines import AdditiveBaseline, MeanBaseline
     from sktx.regressor import PerturbationRegressor
 
-    ours = dict(
-        **KEYS,
-        gene_sets=str(GO_BP),
-        max_epochs=epochs,
-        n_jobs=1,
-        random_state=0,
-        on_unknown_target="warn",
-    )
+    ours = regressor_params(KEYS, epochs)
     return {
         "MeanBaseline": MeanBaseline(**KEYS),
         "AdditiveBaseline": AdditiveBaseline(**KEYS),
@@ -85,7 +85,7 @@ def main() -> None:
     path = write_result(
         "tuning",
         title="Choosing the regressor's defaults on held-out Datlinger 2017 perturbations",
-        columns=["model"] + [m for m, _, _ in METRICS] + ["CV wall s"],
+        columns=CV_COLUMNS,
         rows=rows,
         notes=notes,
         extra=extra,

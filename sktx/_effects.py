@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sktx._validation import split_targets
+
 #: Penalties tried, in units of one label's weight in the least-squares fit.
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -153,4 +155,32 @@ def _loo(hat: np.ndarray, y: np.ndarray) -> np.ndarray:
     ok = free > 1e-6
     out = np.zeros_like(y)
     out[ok] = ((hat @ y)[ok] - h[ok, None] * y[ok]) / free[ok, None]
+    return out
+
+
+def fit_by_cell_type(
+    deltas: np.ndarray,
+    labels: list[str],
+    cell_types: list[str],
+    control_label: str,
+    *,
+    pooled: bool = False,
+) -> dict:
+    """:func:`fit_target_effects` per cell type, on the labels of that cell type.
+
+    Returns ``{cell type: (TargetEffects, {label: row of its loo})}``; with
+    ``pooled=True`` also key ``None``: one fit on all cell types together (for
+    cell types not seen in fit; the same fit when there is only one).
+    """
+    targets = [split_targets(lab, control_label) or [lab] for lab in labels]
+    cts = np.asarray(cell_types, dtype=object)
+    names = sorted(set(cts.tolist()))
+    out = {}
+    for ct in [*names, None] if pooled else names:
+        if ct is None and len(names) == 1:
+            out[None] = out[names[0]]  # one cell type: pooling changes nothing
+            continue
+        rows = np.arange(len(labels)) if ct is None else np.flatnonzero(cts == ct)
+        fx = fit_target_effects(deltas[rows], [targets[i] for i in rows])
+        out[ct] = (fx, {labels[i]: k for k, i in enumerate(rows)})
     return out

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from sktx._effects import fit_target_effects
+from sktx._effects import fit_by_cell_type
 from sktx._pseudobulk import nonzero_level, pseudobulk
 from sktx._validation import (
     DataContractError,
@@ -398,13 +398,13 @@ class AdditiveBaseline(_Baseline):
         self.deltas_ = pd.DataFrame(deltas, index=index, columns=pb.genes)
         self.mean_deltas_ = self.deltas_.groupby(level="cell_type").mean()
         if self.effects == "joint":
-            self.effects_ = {
-                ct: fit_target_effects(
-                    frame.to_numpy(),
-                    [split_targets(p, self.control_label) or [p] for p, _ in frame.index],
-                )
-                for ct, frame in self.deltas_.groupby(level="cell_type")
-            }
+            fits = fit_by_cell_type(
+                deltas,
+                groups["perturbation"].tolist(),
+                groups["cell_type"].tolist(),
+                self.control_label,
+            )
+            self.effects_ = {ct: fx for ct, (fx, _) in fits.items()}
 
     def _delta(self, label: str, cell_type: str) -> np.ndarray:
         if (label, cell_type) in self.deltas_.index:

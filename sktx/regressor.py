@@ -21,7 +21,7 @@ from skorch.dataset import unpack_data
 
 from sktx._backed import backed_rows, is_backed
 from sktx._data import CellGroups, SetSampler
-from sktx._effects import fit_target_effects
+from sktx._effects import fit_by_cell_type
 from sktx._pseudobulk import nonzero_level
 from sktx._validation import (
     DataContractError,
@@ -499,18 +499,13 @@ class PerturbationRegressor(NeuralNet):
         memo = getattr(self, "_effects_memo", None)
         if memo is not None and memo[0] is ctx:
             return memo[1]
-        labels = list(ctx["delta_labels"])
-        cts = np.asarray(ctx["delta_cts"], dtype=object)
-        targets = [split_targets(lab, self.control_label) or [lab] for lab in labels]
-        out = {}
-        names = sorted(set(cts.tolist()))
-        for ct in [*names, None]:
-            if ct is None and len(names) == 1:
-                out[None] = out[names[0]]  # one cell type: pooling changes nothing
-                continue
-            rows = np.arange(len(labels)) if ct is None else np.flatnonzero(cts == ct)
-            fx = fit_target_effects(ctx["deltas"][rows], [targets[i] for i in rows])
-            out[ct] = (fx, {labels[i]: k for k, i in enumerate(rows)})
+        out = fit_by_cell_type(
+            ctx["deltas"],
+            list(ctx["delta_labels"]),
+            list(ctx["delta_cts"]),
+            self.control_label,
+            pooled=True,
+        )
         self._effects_memo = (ctx, out)
         return out
 

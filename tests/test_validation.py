@@ -426,7 +426,7 @@ def test_property_validates_or_raises_contract_error(
 def test_docstring_examples():
     import doctest
 
-    from sktx import _validation
+    from sktx.data import _checks
 
-    result = doctest.testmod(_validation, verbose=False)
+    result = doctest.testmod(_checks, verbose=False)
     assert result.attempted > 5 and result.failed == 0

@@ -1,19 +1,24 @@
 """sktx: scikit-learn-style models of single-cell responses to genetic perturbations.
 
-The estimators are imported lazily so that ``import sktx`` stays fast and does not load
-torch until a neural model is used.
+Estimators and submodules are imported lazily so that ``import sktx`` stays fast
+and does not load torch until a neural model is used; ``sktx.datasets``,
+``sktx.metrics`` and the other submodules are reachable as attributes after
+``import sktx``, as in scikit-learn and scanpy.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from sktx._validation import (
+from sktx.data import (
     DataContractError,
+    PerturbationData,
+    canonical_label,
     check_genes,
     get_matrix,
     is_log_normalized,
     log_normalize,
+    prepare,
     split_targets,
     validate_adata,
 )
@@ -34,13 +39,35 @@ _LAZY = {
     "AcceleratedPerturbationRegressor": "sktx.accelerate",
 }
 
+#: Submodules reachable as ``sktx.<name>`` without importing them first.
+_SUBMODULES = (
+    "accelerate",
+    "baselines",
+    "callbacks",
+    "cli",
+    "data",
+    "datasets",
+    "genesets",
+    "graph",
+    "metrics",
+    "model_selection",
+    "nn",
+    "progressive",
+    "regressor",
+    "report",
+    "selection",
+)
+
 __all__ = [
     "DataContractError",
+    "PerturbationData",
     "__version__",
+    "canonical_label",
     "check_genes",
     "get_matrix",
     "is_log_normalized",
     "log_normalize",
+    "prepare",
     "split_targets",
     "validate_adata",
     *_LAZY,
@@ -50,10 +77,13 @@ __all__ = [
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sktx' has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"sktx.{name}")
+    else:
+        raise AttributeError(f"module 'sktx' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted({*__all__, *_SUBMODULES})

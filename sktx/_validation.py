@@ -7,3 +7,4 @@ from sktx.data._normalize import log_normalize_inplace as _log_normalize_inplace
 from sktx.data._values import bad_rows as _bad_rows  # noqa: F401
 from sktx.data._values import check_finite_nonnegative as _check_finite_nonnegative  # noqa: F401
 from sktx.data._values import check_numeric_dtype as _check_numeric_dtype  # noqa: F401
+from sktx.data._labels import split_targets  # noqa: F401

@@ -20,6 +20,7 @@ fewer genes, which is what :meth:`sktx.GeneSelector.transform` needs), then
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -27,7 +28,7 @@ import scipy.sparse as sp
 
 from sktx.data._errors import DataContractError
 from sktx.data._normalize import TARGET_SUM, log_normalize_inplace
-from sktx.data._values import check_finite_nonnegative, check_numeric_dtype
+from sktx.data._values import ValueStats, check_finite_nonnegative, check_numeric_dtype
 
 __all__ = [
     "CHUNK_ROWS",
@@ -143,6 +144,23 @@ class BackedRows:
         self.float32 = bool(float32)
         self.filename = str(adata.file.filename)
 
+    def subset(self, rows=None, cols=None, **options) -> BackedRows:
+        """A reader of some of these rows / genes (positions in this reader); reads nothing.
+
+        ``options`` (``normalize``, ``float32``) override this reader's.
+        """
+        out = copy.copy(self)
+        if rows is not None:
+            out._rows = self._rows[np.asarray(rows, dtype=np.int64)]
+        if cols is not None:
+            cols = np.asarray(cols, dtype=np.int64)
+            out._cols = cols if self._cols is None else self._cols[cols]
+        g_file = self._ds.shape[1]
+        out.shape = (len(out._rows), g_file if out._cols is None else len(out._cols))
+        for name, value in options.items():
+            setattr(out, name, bool(value))
+        return out
+
     def _read_file_rows(self, file_rows: np.ndarray):
         """Rows (increasing, unique) of the stored matrix, all stored genes."""
         if len(file_rows) and file_rows[-1] - file_rows[0] + 1 == len(file_rows):
@@ -204,7 +222,7 @@ class BackedRows:
         return sp.vstack(parts, format="csr") if parts else sp.csr_matrix(self.shape)
 
 
-def check_backed_values(adata, where: str) -> None:
+def check_backed_values(adata, where: str) -> ValueStats:
     """Scan a backed ``X`` for non-numeric dtype, NaN/inf and negatives, chunk by chunk.
 
     Whole stored rows are scanned (for a view with fewer genes too): raw
@@ -214,9 +232,11 @@ def check_backed_values(adata, where: str) -> None:
     reader = BackedRows(adata, normalize=False, float32=False)
     check_numeric_dtype(reader.dtype, where)
     names = adata.obs_names
+    stats = ValueStats(0.0, True)
     for start, stop in row_chunks(reader.shape[0]):
         block = reader.raw_rows(np.arange(start, stop))
-        check_finite_nonnegative(block, where, names[start:stop])
+        stats = stats.merge(check_finite_nonnegative(block, where, names[start:stop]))
+    return stats
 
 
 def column_moments(X, *, log_base: float | None = None) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from sktx.data._backed import BackedRows, check_backed_values
 from sktx.data._errors import DataContractError
 from sktx.data._errors import fmt_items as _fmt
-from sktx.data._values import check_finite_nonnegative
+from sktx.data._values import ValueStats, check_finite_nonnegative
 from sktx.data._normalize import TARGET_SUM, log_normalize_inplace
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "get_matrix",
     "is_log_normalized",
     "log_normalize",
-    "split_targets",
     "validate_adata",
 ]
 
@@ -163,6 +162,9 @@ def validate_adata(
 ) -> PerturbationInfo | None:
     """Check that ``adata`` follows the sktx data contract.
 
+    :func:`sktx.prepare` runs these checks once and keeps what they found;
+    call this directly only to check an AnnData without preparing it.
+
     Parameters
     ----------
     adata : AnnData
@@ -201,6 +203,33 @@ def validate_adata(
     >>> info.perturbations
     ['GATA1']
     """
+    info, _ = validate(
+        adata,
+        perturbation_key=perturbation_key,
+        control_label=control_label,
+        cell_type_key=cell_type_key,
+        batch_key=batch_key,
+        layer=layer,
+        require_control=require_control,
+        require_perturbed=require_perturbed,
+        check_values=check_values,
+    )
+    return info
+
+
+def validate(
+    adata,
+    *,
+    perturbation_key: str | None = _DEFAULT_KEY,
+    control_label: str = _DEFAULT_CONTROL,
+    cell_type_key: str | None = None,
+    batch_key: str | None = None,
+    layer: str | None = None,
+    require_control: bool = True,
+    require_perturbed: bool = False,
+    check_values: bool = True,
+) -> tuple[PerturbationInfo | None, ValueStats | None]:
+    """:func:`validate_adata` that also returns what the value scan saw (``None`` unscanned)."""
     import anndata as ad
 
     if not isinstance(adata, ad.AnnData):
@@ -220,18 +249,19 @@ def validate_adata(
             f"`var_names` has {len(dups)} duplicated gene names: {_fmt(dups)}. Make them unique "
             "(`adata.var_names_make_unique()`) or aggregate the duplicates before fitting."
         )
+    stats = None
     if check_values:
         where = "`X`" if layer is None else f"`layers[{layer!r}]`"
         if layer is None and adata.isbacked:
             # chunk by chunk: a backed matrix is never loaded whole
-            check_backed_values(adata, where)
+            stats = check_backed_values(adata, where)
         else:
-            check_finite_nonnegative(get_matrix(adata, layer), where, adata.obs_names)
+            stats = check_finite_nonnegative(get_matrix(adata, layer), where, adata.obs_names)
     for key, param in ((cell_type_key, "cell_type_key"), (batch_key, "batch_key")):
         if key is not None:
             _check_labels(adata, key, param.removesuffix("_key").replace("_", " "), param)
     if perturbation_key is None:
-        return None
+        return None, stats
 
     labels = _check_labels(
         adata, perturbation_key, "perturbation", "perturbation_key", control_label
@@ -256,7 +286,7 @@ def validate_adata(
     cell_types = None
     if cell_type_key is not None:
         cell_types = adata.obs[cell_type_key].astype(str).to_numpy()
-    return PerturbationInfo(labels, is_control, perts, cell_types)
+    return PerturbationInfo(labels, is_control, perts, cell_types), stats
 
 
 def check_genes(adata, genes: Iterable[str], *, what: str = "requested genes") -> list[str]:
@@ -294,21 +324,6 @@ def check_genes(adata, genes: Iterable[str], *, what: str = "requested genes") -
             "`sktx.genesets.resolve_aliases`) or fit on data that measures them."
         )
     return genes
-
-
-def split_targets(label: str, control_label: str = _DEFAULT_CONTROL) -> list[str]:
-    """Target genes of one perturbation label (``"A+B"`` -> ``["A", "B"]``).
-
-    Examples
-    --------
-    >>> split_targets("CEBPA+KLF1")
-    ['CEBPA', 'KLF1']
-    >>> split_targets("non-targeting")
-    []
-    """
-    if label == control_label:
-        return []
-    return [t for t in label.split("+") if t and t != control_label]
 
 
 def is_log_normalized(adata, *, layer: str | None = None) -> bool:

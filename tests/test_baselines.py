@@ -13,12 +13,18 @@ from sklearn.exceptions import NotFittedError
 
 from sktx._pseudobulk import pseudobulk
 from sktx._validation import DataContractError, log_normalize
-from sktx.baselines import AdditiveBaseline, ControlBaseline, LinearBaseline, MeanBaseline
+from sktx.baselines import (
+    BASELINES,
+    AdditiveBaseline,
+    ControlBaseline,
+    LinearBaseline,
+    MeanBaseline,
+)
 from sktx.datasets import make_perturbseq
 from sktx.model_selection import make_query
 
 CTRL = "non-targeting"
-ALL = [ControlBaseline, MeanBaseline, AdditiveBaseline, LinearBaseline]
+ALL = list(BASELINES)  # every baseline by its registry name
 NORMAN = {"perturbation_key": "perturbation", "control_label": "control"}
 
 
@@ -32,9 +38,21 @@ def _pb(adata, label, key="target_gene"):
     return pb.means[pb.row(label)]
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_sklearn_conventions(cls, sim):
-    model = cls(perturbation_key="target_gene")
+def test_registry_names_every_baseline_once():
+    # the names the CLI's report and metrics tables use
+    assert ALL == ["control", "mean", "additive", "additive_joint", "linear"]
+    classes = {type(make()) for make in BASELINES.values()}
+    assert classes == {ControlBaseline, MeanBaseline, AdditiveBaseline, LinearBaseline}
+    joint = BASELINES["additive_joint"](perturbation_key="perturbation")
+    assert joint.get_params()["effects"] == "joint"
+    assert joint.get_params()["perturbation_key"] == "perturbation"
+    # a factory's default can be overridden like any parameter
+    assert BASELINES["additive_joint"](effects="singles").effects == "singles"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sklearn_conventions(name, sim):
+    model = BASELINES[name](perturbation_key="target_gene")
     assert clone(model).get_params() == model.get_params()
     with pytest.raises(NotFittedError):
         model.predict(sim)
@@ -50,18 +68,18 @@ def test_sklearn_conventions(cls, sim):
     np.testing.assert_array_equal(again.X, pred.X)
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_counts_and_log1p_give_the_same_model(cls, sim, logsim):
+@pytest.mark.parametrize("name", ALL)
+def test_counts_and_log1p_give_the_same_model(name, sim, logsim):
     query = make_query(logsim)
-    a = cls().fit(sim).predict(query)
-    b = cls().fit(logsim).predict(query)
+    a = BASELINES[name]().fit(sim).predict(query)
+    b = BASELINES[name]().fit(logsim).predict(query)
     np.testing.assert_allclose(a.X, b.X, atol=1e-10)
 
 
 def test_control_query_cells_are_returned_unchanged(logsim):
     ctrl = logsim[logsim.obs["target_gene"] == CTRL]
-    for cls in ALL:
-        pred = cls().fit(logsim).predict(ctrl)
+    for make in BASELINES.values():
+        pred = make().fit(logsim).predict(ctrl)
         np.testing.assert_allclose(pred.X, ctrl.X.toarray(), atol=1e-6)
 
 
@@ -181,10 +199,10 @@ def test_score_is_pearson_delta(sim):
     assert ControlBaseline().fit(sim).score(sim) < 0.5
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_real_norman_per_cell_type(cls, norman):
+@pytest.mark.parametrize("name", ALL)
+def test_real_norman_per_cell_type(name, norman):
     keys = {**NORMAN, "cell_type_key": "cell_type"}
-    model = cls(**keys).fit(norman)
+    model = BASELINES[name](**keys).fit(norman)
     query = make_query(norman, **keys)
     pred = model.predict(query)
     assert pred.shape == (query.n_obs, norman.n_vars)

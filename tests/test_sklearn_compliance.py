@@ -17,7 +17,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from sktx.baselines import AdditiveBaseline, ControlBaseline, LinearBaseline, MeanBaseline
+from sktx.baselines import BASELINES
 from sktx.model_selection import make_query
 from sktx.progressive import ProgressiveFit
 from sktx.regressor import PerturbationRegressor
@@ -37,12 +37,21 @@ def _progressive():
 
 SKORCH_INIT_ATTRS = {"history_", "initialized_", "virtual_params_"}
 
+
+def _baseline_factories() -> dict:
+    """One factory per baseline class of the registry, keyed by class name (the repr
+    and tag tests below are per class): the first registry entry of each class."""
+    out = {}
+    for make in BASELINES.values():
+        out.setdefault(type(make()).__name__, make)
+    return out
+
+
+BASELINE_FACTORIES = _baseline_factories()
+
 FACTORIES = {
     "GeneSelector": lambda: GeneSelector(n_genes=40, random_state=0),
-    "ControlBaseline": ControlBaseline,
-    "MeanBaseline": MeanBaseline,
-    "AdditiveBaseline": AdditiveBaseline,
-    "LinearBaseline": LinearBaseline,
+    **BASELINE_FACTORIES,
     "PerturbationRegressor": _regressor,
     "ProgressiveFit": _progressive,
 }

@@ -1,0 +1,199 @@
+"""Fit/predict plumbing shared by the baselines: reading AnnData, building the output."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+# Every import of the data layer the baselines use is here, so that moving to
+# `sktx.data` touches this module only.
+from sktx._pseudobulk import nonzero_level, pseudobulk
+from sktx._validation import (
+    DataContractError,
+    check_genes,
+    get_matrix,
+    is_log_normalized,
+    log_normalize,
+    split_targets,
+    validate_adata,
+)
+
+# The per-baseline modules take these from here too.
+__all__ = ["DataContractError", "split_targets"]
+
+# Cell-type key used internally when no cell_type_key is given.
+_ALL = ""
+
+
+class _Input(NamedTuple):
+    """What a baseline reads from an AnnData: labels, log1p data and its matrix."""
+
+    info: Any  # sktx._validation.PerturbationInfo: labels, control mask, cell types
+    data: Any  # log1p AnnData (the input itself when it already is log1p)
+    X: Any  # log1p matrix; for a query, its columns are the training genes in order
+
+
+class _Baseline(RegressorMixin, BaseEstimator):
+    """Shared fit/predict plumbing; subclasses implement ``_fit`` and ``_delta``."""
+
+    def __init__(
+        self,
+        *,
+        perturbation_key: str = "target_gene",
+        control_label: str = "non-targeting",
+        cell_type_key: str | None = None,
+        cells: str = "profile",
+    ) -> None:
+        self.perturbation_key = perturbation_key
+        self.control_label = control_label
+        self.cell_type_key = cell_type_key
+        self.cells = cells
+
+    def _read_input(self, adata, *, training: bool) -> _Input:
+        """Validate ``adata`` and read it as log1p: the baselines' only data access.
+
+        ``training=True`` (``fit``) needs perturbed cells; otherwise (``predict``)
+        the query must hold the training genes, and ``X`` has them as columns.
+        """
+        keys = {
+            "perturbation_key": self.perturbation_key,
+            "control_label": self.control_label,
+            "cell_type_key": self.cell_type_key,
+        }
+        if training:
+            info = validate_adata(adata, **keys, require_perturbed=True)
+        else:
+            info = validate_adata(adata, **keys, require_control=False)
+            check_genes(adata, self.feature_names_in_, what="training genes")
+        data = adata if is_log_normalized(adata) else log_normalize(adata)
+        X = get_matrix(data)
+        if not training:
+            X = X[:, pd.Index(data.var_names).get_indexer(self.feature_names_in_)]
+        return _Input(info, data, X)
+
+    def fit(self, adata, y=None):
+        """Learn from the cells of ``adata``.
+
+        Parameters
+        ----------
+        adata : AnnData
+            Cells x genes with control cells and perturbed cells; counts or log1p.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        data = self._read_input(adata, training=True)
+        pb = pseudobulk(data.data, self.perturbation_key, cell_type_key=self.cell_type_key)
+        groups = pb.groups.fillna({"cell_type": _ALL})
+        pb = type(pb)(pb.means, groups, pb.genes)
+        self.feature_names_in_ = np.asarray(adata.var_names, dtype=object)
+        self.n_features_in_ = adata.n_vars
+        is_ctrl = (groups["perturbation"] == self.control_label).to_numpy()
+        self.control_profiles_ = pd.DataFrame(
+            pb.means[is_ctrl], index=groups["cell_type"][is_ctrl].to_numpy(), columns=pb.genes
+        )
+        self.perturbations_ = sorted(set(groups["perturbation"][~is_ctrl]))
+        # typical non-zero level per gene, for cells="controls"
+        self.nonzero_level_ = nonzero_level(data.X)
+        self._fit(pb)
+        return self
+
+    def _fit(self, pb) -> None:
+        raise NotImplementedError
+
+    def _delta(self, label: str, cell_type: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _profile(self, label: str, cell_type: str) -> np.ndarray:
+        return self.control_profiles_.loc[cell_type].to_numpy() + self._delta(label, cell_type)
+
+    def predict(self, adata):
+        """Predict the expression of each query cell under its perturbation label.
+
+        Parameters
+        ----------
+        adata : AnnData
+            Query cells (usually control cells relabelled, see
+            :func:`sktx.model_selection.make_query`) holding at least the
+            training genes; counts or log1p.
+
+        Returns
+        -------
+        AnnData
+            One row per query cell (obs copied), var = training genes, dense
+            non-negative log1p ``X``.
+        """
+        check_is_fitted(self)
+        if self.cells not in ("profile", "controls"):
+            raise ValueError(f"`cells` must be 'profile' or 'controls', got {self.cells!r}.")
+        info, _, X = self._read_input(adata, training=False)
+        types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, _ALL)
+        unknown = sorted(set(types[~info.is_control].tolist()) - set(self.control_profiles_.index))
+        if unknown:
+            raise DataContractError(
+                f"query cell types {unknown} were not seen in `fit` (seen: "
+                f"{list(self.control_profiles_.index)}); fit on data that holds them."
+            )
+        out = np.empty((adata.n_obs, len(self.feature_names_in_)))
+        ctrl_rows = np.flatnonzero(info.is_control)
+        ctrl = X[ctrl_rows]
+        out[ctrl_rows] = ctrl.toarray() if sp.issparse(ctrl) else ctrl
+        pert_rows = np.flatnonzero(~info.is_control)
+        frame = pd.DataFrame({"p": info.labels[pert_rows], "ct": types[pert_rows]})
+        for (label, ct), idx in frame.groupby(["p", "ct"], sort=False).indices.items():
+            rows = pert_rows[idx]
+            if self.cells == "profile":
+                out[rows] = self._profile(label, ct)
+            else:
+                out[rows] = _carry_cells(X[rows], self._profile(label, ct), self.nonzero_level_)
+        np.clip(out, 0.0, None, out=out)
+        return self._output(out, adata)
+
+    def _output(self, X: np.ndarray, query):
+        """The prediction as AnnData: the query's obs, the training genes as var."""
+        import anndata as ad
+
+        var = pd.DataFrame(index=pd.Index(self.feature_names_in_))
+        return ad.AnnData(X, obs=query.obs.copy(), var=var)
+
+    def __sklearn_tags__(self):
+        # multi-output regressors of AnnData: no y is needed, the targets are the cells
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.target_tags.multi_output = True
+        tags.input_tags.sparse = True  # CSR `X` is read as is
+        tags.input_tags.positive_only = True  # counts or log1p; negatives are rejected
+        return tags
+
+    def score(self, adata, y=None) -> float:
+        """Pearson correlation of predicted and real deltas on ``adata``'s perturbations.
+
+        Predicts every perturbation of ``adata`` from its control cells
+        (:data:`sktx.metrics.pearson_delta_scorer`); higher is better.
+        """
+        # The one place an estimator reaches into the evaluation layer (sktx.metrics);
+        # imported here, not at the top, until the score semantics are unified.
+        from sktx.metrics import pearson_delta_scorer
+
+        return pearson_delta_scorer(self, adata)
+
+
+def _carry_cells(cells, profile: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Query cells carried to mean ``profile`` with the regressor's zero-preserving map."""
+    import torch
+
+    from sktx.nn import predict_cells
+
+    x = torch.as_tensor(cells.toarray() if sp.issparse(cells) else np.asarray(cells))[None]
+    x = x.double()
+    basal = x.mean(1)
+    d = torch.as_tensor(profile, dtype=torch.float64)[None] - basal
+    lvl = torch.as_tensor(level, dtype=torch.float64)
+    return predict_cells(x, basal, d, torch.zeros_like(basal), lvl)[0].numpy()

@@ -1,0 +1,62 @@
+"""MeanBaseline: the mean perturbed profile (cell-eval's cell-mean baseline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sktx.baselines._base import _Baseline
+
+__all__ = ["MeanBaseline"]
+
+
+class MeanBaseline(_Baseline):
+    """Predict the mean perturbed profile: cell-eval's cell-mean baseline.
+
+    Every perturbed query cell gets the mean of the training pseudobulks of
+    all labels of its cell type — control included, exactly as cell-eval's
+    ``build_base_mean_adata`` builds the Virtual Cell Challenge baseline.
+
+    Parameters
+    ----------
+    perturbation_key : str, default="target_gene"
+        ``obs`` column with perturbation labels.
+    control_label : str, default="non-targeting"
+        Label of control cells.
+    cell_type_key : str, optional
+        One mean profile per cell type.
+    cells : {"profile", "controls"}, default="profile"
+        Every perturbed query cell = the predicted profile (cell-eval's
+        baseline convention), or the query's control cells carried to the
+        predicted mean with zeros kept (as the regressor does).
+
+    Attributes
+    ----------
+    mean_profiles_ : DataFrame
+        Predicted log1p profile per cell type.
+    control_profiles_ : DataFrame
+        Mean log1p control profile per cell type.
+    perturbations_ : list of str
+    feature_names_in_ : ndarray of str
+    n_features_in_ : int
+
+    See Also
+    --------
+    sktx.metrics.build_mean_baseline : The same baseline built from real data.
+
+    Examples
+    --------
+    >>> from sktx.datasets import make_perturbseq
+    >>> from sktx.model_selection import make_query
+    >>> adata = make_perturbseq(n_cells=300, n_genes=40, n_perturbations=4, random_state=0)
+    >>> pred = MeanBaseline().fit(adata).predict(make_query(adata))
+    >>> bool((pred.X >= 0).all())
+    True
+    """
+
+    def _fit(self, pb) -> None:
+        frame = pd.DataFrame(pb.means, columns=pb.genes)
+        self.mean_profiles_ = frame.groupby(pb.groups["cell_type"].to_numpy()).mean()
+
+    def _profile(self, label: str, cell_type: str) -> np.ndarray:
+        return self.mean_profiles_.loc[cell_type].to_numpy()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from sktx._validation import validate_adata
+from sktx.metrics._input import check
 
 __all__ = ["VCCResult", "vcc_evaluate"]
 
@@ -132,7 +132,7 @@ def vcc_evaluate(
 
     keys = [k for k in (perturbation_key, cell_type_key) if k]
     for obj in (pred, real):
-        validate_adata(
+        check(
             obj,
             perturbation_key=perturbation_key,
             control_label=control_label,

@@ -3,20 +3,20 @@
 Functions take ``(real, pred, *, perturbation_key, control_label, cell_type_key)``;
 scorers take ``(estimator, adata)`` for ``GridSearchCV(scoring=...)``;
 :func:`vcc_evaluate` delegates to the ``cell-eval`` package (``pip install sktx[eval]``).
+Every per-perturbation metric is a :class:`Metric` in a registry: one
+:func:`register_metric` call adds a metric to :func:`perturbation_metrics`,
+:func:`get_scorer` and the report tables.
 """
 
-from sktx.metrics._functions import (
-    METRICS,
-    build_mean_baseline,
-    des_score,
-    mae_score,
-    pds_score,
-    pearson_delta_score,
-    perturbation_metrics,
-    top_de_mse_score,
-    vcc_score,
-)
 from sktx.metrics._official import VCCResult, vcc_evaluate
+from sktx.metrics._registry import (
+    Metric,
+    MetricContext,
+    available_metrics,
+    get_metric,
+    register_metric,
+    unregister_metric,
+)
 from sktx.metrics._scorers import (
     PerturbationScorer,
     des_scorer,
@@ -27,14 +27,28 @@ from sktx.metrics._scorers import (
     top_de_mse_scorer,
     vcc_scorer,
 )
+from sktx.metrics._scores import (
+    build_mean_baseline,
+    des_score,
+    mae_score,
+    pds_score,
+    pearson_delta_score,
+    top_de_mse_score,
+    vcc_score,
+)
+from sktx.metrics._table import METRICS, perturbation_metrics
 
 __all__ = [
     "METRICS",
+    "Metric",
+    "MetricContext",
     "PerturbationScorer",
     "VCCResult",
+    "available_metrics",
     "build_mean_baseline",
     "des_score",
     "des_scorer",
+    "get_metric",
     "get_scorer",
     "mae_score",
     "mae_scorer",
@@ -43,8 +57,10 @@ __all__ = [
     "pearson_delta_score",
     "pearson_delta_scorer",
     "perturbation_metrics",
+    "register_metric",
     "top_de_mse_score",
     "top_de_mse_scorer",
+    "unregister_metric",
     "vcc_evaluate",
     "vcc_score",
     "vcc_scorer",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sktx._validation import DataContractError, get_matrix, is_log_normalized, log_normalize
-from sktx.metrics._functions import METRICS, perturbation_metrics, vcc_score
+from sktx.metrics._input import DataContractError, as_log1p, matrix
+from sktx.metrics._registry import available_metrics, get_metric
+from sktx.metrics._scores import vcc_score
+from sktx.metrics._table import perturbation_metrics
 
 __all__ = [
     "PerturbationScorer",
@@ -54,8 +54,9 @@ class PerturbationScorer:
 
     Parameters
     ----------
-    metric : {"des", "pds", "mae", "pearson_delta", "top_de_mse", "vcc"}
-        What to compute (see :mod:`sktx.metrics`); ``"vcc"`` is the overall
+    metric : {"des", "pds", "mae", "pearson_delta", "top_de_mse", "vcc"} or str
+        What to compute (see :mod:`sktx.metrics`): a registered metric
+        (:func:`~sktx.metrics.available_metrics`) or ``"vcc"``, the overall
         score scaled against the cell-mean baseline of the test split.
     greater_is_better : bool, default=True
         If False the value is negated (scikit-learn maximises scores).
@@ -93,8 +94,9 @@ class PerturbationScorer:
         cell_type_key: str | None = None,
         random_state: int = 0,
     ) -> None:
-        if metric not in (*METRICS, "vcc"):
-            raise ValueError(f"unknown metric {metric!r}; choose from {[*METRICS, 'vcc']}.")
+        choices = [*available_metrics(), "vcc"]
+        if metric not in choices:
+            raise ValueError(f"unknown metric {metric!r}; choose from {choices}.")
         self.metric = metric
         self.greater_is_better = greater_is_better
         self.perturbation_key = perturbation_key
@@ -142,7 +144,7 @@ class PerturbationScorer:
         from sktx.model_selection import make_query
 
         keys = self._keys(estimator)
-        real = X if is_log_normalized(X) else log_normalize(X)
+        real = as_log1p(X)
         query = make_query(real, random_state=self.random_state, **keys)
         out = estimator.predict(query)
         if not isinstance(out, ad.AnnData) or out.n_obs != query.n_obs:
@@ -158,12 +160,12 @@ class PerturbationScorer:
                 f"(e.g. {list(missing[:5])}); predict genes of the input only."
             )
         cols = pd.Index(real.var_names).get_indexer(genes)
-        real_X = get_matrix(real)[:, cols]
+        real_X = matrix(real)[:, cols]
         obs_cols = [k for k in (keys["perturbation_key"], keys["cell_type_key"]) if k]
         is_ctrl = (
             real.obs[keys["perturbation_key"]].astype(str) == keys["control_label"]
         ).to_numpy()
-        pred_X = np.clip(np.asarray(get_matrix(out), dtype=np.float64), 0.0, None)
+        pred_X = np.clip(np.asarray(matrix(out), dtype=np.float64), 0.0, None)
         ctrl_X = real_X[is_ctrl]
         ctrl_X = ctrl_X.toarray() if sp.issparse(ctrl_X) else ctrl_X
         pred_obs = pd.concat(
@@ -186,30 +188,28 @@ class PerturbationScorer:
         return value if self.greater_is_better else -value
 
 
-des_scorer = PerturbationScorer("des")
-pds_scorer = PerturbationScorer("pds")
-mae_scorer = PerturbationScorer("mae", greater_is_better=False)
-pearson_delta_scorer = PerturbationScorer("pearson_delta")
-top_de_mse_scorer = PerturbationScorer("top_de_mse", greater_is_better=False)
-vcc_scorer = PerturbationScorer("vcc")
+def _scorer_for(metric: str) -> PerturbationScorer:
+    """A new scorer of a registered metric, negated when smaller is better."""
+    return PerturbationScorer(metric, greater_is_better=get_metric(metric).greater_is_better)
 
-_SCORERS = {
-    "des": des_scorer,
-    "pds": pds_scorer,
-    "neg_mae": mae_scorer,
-    "pearson_delta": pearson_delta_scorer,
-    "neg_top_de_mse": top_de_mse_scorer,
-    "vcc": vcc_scorer,
-}
+
+des_scorer = _scorer_for("des")
+pds_scorer = _scorer_for("pds")
+mae_scorer = _scorer_for("mae")
+pearson_delta_scorer = _scorer_for("pearson_delta")
+top_de_mse_scorer = _scorer_for("top_de_mse")
+vcc_scorer = PerturbationScorer("vcc")
 
 
 def get_scorer(name: str) -> PerturbationScorer:
-    """A fresh copy of a named scorer.
+    """A fresh scorer for a registered metric or the overall VCC score.
 
     Parameters
     ----------
-    name : {"des", "pds", "neg_mae", "pearson_delta", "neg_top_de_mse", "vcc"}
-        ``"mae"`` and ``"top_de_mse"`` are accepted for their negated versions.
+    name : {"des", "pds", "neg_mae", "pearson_delta", "neg_top_de_mse", "vcc"} or str
+        The scorer name of a metric of :func:`~sktx.metrics.available_metrics`:
+        its name, or ``"neg_<name>"`` when smaller is better (the plain name is
+        accepted too, e.g. ``"mae"``); or ``"vcc"``.
 
     Returns
     -------
@@ -220,7 +220,11 @@ def get_scorer(name: str) -> PerturbationScorer:
     >>> get_scorer("mae")
     PerturbationScorer('mae', greater_is_better=False)
     """
-    key = {"mae": "neg_mae", "top_de_mse": "neg_top_de_mse"}.get(name, name)
-    if key not in _SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; choose from {sorted(_SCORERS)}.")
-    return copy.deepcopy(_SCORERS[key])
+    metrics = available_metrics()
+    scorers = {get_metric(m).scorer_name: m for m in metrics}
+    metric = scorers.get(name, name if name in metrics else None)
+    if metric is not None:
+        return _scorer_for(metric)
+    if name == "vcc":
+        return PerturbationScorer("vcc")
+    raise ValueError(f"unknown scorer {name!r}; choose from {sorted([*scorers, 'vcc'])}.")

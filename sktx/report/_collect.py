@@ -9,14 +9,12 @@ import pandas as pd
 
 __all__ = ["evaluate_predictions", "history_frame", "phase_history_frame"]
 
-# Report columns for the metrics of :mod:`sktx.metrics`, in display order.
-_NAMES = {
-    "des": "DES",
-    "pds": "PDS",
-    "mae": "MAE",
-    "pearson_delta": "pearson_delta",
-    "top_de_mse": "top20_DE_MSE",
-}
+
+def _labels() -> dict[str, str]:
+    """Report column of each registered metric of :mod:`sktx.metrics`, in display order."""
+    from sktx.metrics import available_metrics, get_metric
+
+    return {name: get_metric(name).label for name in available_metrics()}
 
 
 def _slim(adata, genes, keys):
@@ -90,7 +88,9 @@ def evaluate_predictions(
     """
     import anndata as ad
 
-    from sktx.metrics import build_mean_baseline, perturbation_metrics, vcc_score
+    from sktx.metrics import build_mean_baseline
+    from sktx.metrics._scores import vcc_from_tables, vcc_metrics
+    from sktx.metrics._table import Reference, select_metrics
 
     keys = [perturbation_key, cell_type_key]
     genes = pd.Index(real.var_names)
@@ -106,23 +106,31 @@ def evaluate_predictions(
         "cell_type_key": cell_type_key,
     }
     base = build_mean_baseline(real_g, **kw) if vcc else None
-    rows, tables, pred_delta = {}, [], {}
+    # One check and one real DE for all models; the VCC score reuses each model's table
+    # and one baseline table (same numbers as vcc_score).
+    names = _labels()
+    rows, tables, pred_delta, ref, base_table = {}, [], {}, None, None
     for name, pred in predictions.items():
         pred_g = _slim(pred, genes, keys)
         if not (pred_g.obs[perturbation_key] == control_label).any():
             pred_g = ad.concat([controls, pred_g], index_unique=None)
             pred_g.obs_names_make_unique()
-        table = perturbation_metrics(real_g, pred_g, **kw)
+        if ref is None:
+            ref = Reference(real_g, **kw)
+        table = ref.table(ref.read(pred_g), select_metrics(None))
+        cols = [c for c in names if c in table]
+        means = table[cols].astype(float).mean()
+        row = {names[c]: float(means[c]) for c in cols}
+        if vcc:
+            if base_table is None:
+                in_vcc = select_metrics([m.name for m in vcc_metrics()])
+                base_table = ref.table(ref.read(base), in_vcc)
+            row["VCC"] = float(vcc_from_tables(table, base_table))
         table.insert(0, "model", name)
         tables.append(table)
-        cols = [c for c in _NAMES if c in table]
-        means = table[cols].astype(float).mean()
-        row = {_NAMES[c]: float(means[c]) for c in cols}
-        if vcc:
-            row["VCC"] = float(vcc_score(real_g, pred_g, baseline=base, **kw))
         rows[name] = row
         pred_delta[name] = _delta_frame(pred_g, perturbation_key, control_label, cell_type_key)
-    per_pert = pd.concat(tables, ignore_index=True).rename(columns=_NAMES)
+    per_pert = pd.concat(tables, ignore_index=True).rename(columns=names)
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "model"
     return {

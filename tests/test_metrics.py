@@ -229,3 +229,34 @@ def test_scorer_reads_keys_from_estimator(norman):
         model, k562
     )
     assert explicit == value
+
+
+def test_each_input_is_checked_once(real, monkeypatch):
+    import sktx.metrics._input as metrics_input
+    from sktx.report import evaluate_predictions
+
+    checked = []
+    original = metrics_input.check
+
+    def counting(adata, **keys):
+        checked.append(id(adata))
+        return original(adata, **keys)
+
+    monkeypatch.setattr(metrics_input, "check", counting)
+    pred = _noisy(real, 0.2)
+    perturbation_metrics(real, pred)
+    assert checked == [id(real), id(pred)]
+    checked.clear()
+    des_score(real, pred)
+    assert checked == [id(real), id(pred)]
+    checked.clear()
+    vcc_score(real, pred)  # the baseline built from `real` needs no check
+    assert checked == [id(real), id(pred)]
+    checked.clear()
+    base = build_mean_baseline(real)
+    vcc_score(real, pred, baseline=base)
+    assert checked == [id(real), id(pred), id(base)]
+    checked.clear()
+    # The report: the real cells once, each prediction once, the baseline once.
+    evaluate_predictions(real, {"noisy": pred, "mean": base})
+    assert len(checked) == 4

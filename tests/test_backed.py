@@ -16,9 +16,10 @@ import pytest
 import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
-import sktx._backed as backed_mod
-from sktx._backed import BackedRows, backed_rows
-from sktx._validation import DataContractError, get_matrix, log_normalize, validate_adata
+import sktx.data._backed as backed_mod
+from sktx.data._backed import BackedRows
+from sktx.data._checks import backed_rows
+from sktx.data import DataContractError, get_matrix, log_normalize, validate_adata
 from sktx.datasets import make_perturbseq
 from sktx.graph import _PCA_MAX_CELLS
 from sktx.regressor import PerturbationRegressor
@@ -144,10 +145,10 @@ def test_backed_fit_reads_bounded_row_blocks(counts, tmp_path, monkeypatch):
     monkeypatch.setattr(type(b.X), "to_memory", no_load)
     PerturbationRegressor(**dict(TINY, max_epochs=1)).fit(b)
     batch_rows = 2 * TINY["set_size"] * TINY["batch_size"]
-    # Two reads are larger than a chunk, both capped by constants, not by the data:
-    # the counts-vs-log1p sniff (first 2,000 rows) and the PCA sample (4,000 rows).
+    # One read is larger than a chunk, capped by a constant, not by the data: the PCA
+    # sample (4,000 rows). The counts-vs-log1p decision reuses the chunked value scan.
     assert sizes and max(sizes) <= max(backed_mod.CHUNK_ROWS, batch_rows, _PCA_MAX_CELLS)
-    assert sum(s > max(backed_mod.CHUNK_ROWS, batch_rows) for s in sizes) == 2
+    assert sum(s > max(backed_mod.CHUNK_ROWS, batch_rows) for s in sizes) == 1
 
 
 def test_backed_fit_equals_in_memory_on_real_data(norman_path, tmp_path):

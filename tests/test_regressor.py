@@ -87,9 +87,9 @@ def test_untrained_model_predicts_the_mean_baseline(sim):
     label = "G00001"  # a single perturbation
     q = query_for(sim, label)
     deltas = model.predict_deltas(q).loc[label].to_numpy()
-    ctx = model.module_.fitted_context
-    others = [i for i, lab in enumerate(ctx["delta_labels"]) if lab != label]
-    expected = ctx["deltas"][others].mean(0)
+    state = model.fitted_state_
+    others = [i for i, lab in enumerate(state.delta_labels) if lab != label]
+    expected = state.deltas[others].mean(0)
     # clipping at 0 only ever raises values, so predicted >= baseline on average
     assert np.corrcoef(deltas, expected)[0, 1] > 0.95
 
@@ -277,18 +277,18 @@ def test_early_stopping_needs_validation(sim):
 def test_residual_scale_is_fitted_on_validation_and_applied(sim, fitted):
     assert 0.0 <= fitted.residual_scale_ <= 1.0
     q = query_for(sim, "G00001")
-    ctx = fitted._ctx
-    base = fitted._baseline("G00001", "", ctx)  # residual scale 0 = the baseline itself
-    saved = ctx["residual_scale"]
+    state = fitted.fitted_state_
+    base = fitted._baseline("G00001", "", state)  # residual scale 0 = the baseline itself
+    saved = state.residual_scale
     try:
-        ctx["residual_scale"] = 1.0
+        state.residual_scale = 1.0
         full = fitted.predict_deltas(q).to_numpy()
-        ctx["residual_scale"] = 0.0
+        state.residual_scale = 0.0
         none = fitted.predict_deltas(q).to_numpy()
     finally:
-        ctx["residual_scale"] = saved
+        state.residual_scale = saved
     np.testing.assert_allclose(
-        none[0], np.maximum(ctx["ctrl_means"][0] + base, 0) - ctx["ctrl_means"][0], atol=1e-5
+        none[0], np.maximum(state.ctrl_means[0] + base, 0) - state.ctrl_means[0], atol=1e-5
     )
     assert not np.allclose(full, none)
 

@@ -384,7 +384,7 @@ def make_perturbseq(
         if interaction_strength > 0:
             hit = rng.choice(n_genes, size=max(1, n_genes // 50), replace=False)
             delta[hit] += rng.normal(0.0, interaction_strength, size=len(hit))
-        label = f"{a}+{b}"
+        label = "+".join(sorted((a, b)))  # canonical: targets sorted
         labels.append(label)
         deltas[label] = delta
 

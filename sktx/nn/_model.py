@@ -8,7 +8,6 @@ so the same weights run on 100 or 18,000 genes.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -124,7 +123,8 @@ class GeneTokenModel(nn.Module):
         self.head = nn.Linear(d_model, 2)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.fitted_context: dict | None = None
+        # the estimator's fitted state, set only while `save_params`/`load_params` run
+        self.saved_state: dict | None = None
         self._patterns: dict = {}
 
     def _pattern(self, neighbors: torch.Tensor, n_blocks: int) -> SparsePattern:
@@ -144,24 +144,14 @@ class GeneTokenModel(nn.Module):
         state["_patterns"] = {}
         return state
 
-    # The regressor keeps its fitted, data-derived state (genes, graph, features,
-    # baselines) here so `save_params`/`load_params` round-trip a whole model.
-    # Arrays travel as tensors so `torch.load(weights_only=True)` accepts them.
+    # The module holds no data-derived state; the regressor hands its fitted state
+    # (tensors, lists, floats) over for the duration of `save_params`/`load_params`,
+    # so one weights file round-trips a whole model.
     def get_extra_state(self):
-        if self.fitted_context is None:
-            return None
-        return {
-            k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-            for k, v in self.fitted_context.items()
-        }
+        return self.saved_state
 
     def set_extra_state(self, state):
-        if state is None:
-            self.fitted_context = None
-            return
-        self.fitted_context = {
-            k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in state.items()
-        }
+        self.saved_state = state
 
     def _identity(self, hashes: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         return self.gene_embedding(hashes).sum(-2) + self.feature_proj(feats)

@@ -1,0 +1,118 @@
+"""From a fitted state to the module's inputs: baselines, target masks, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sktx._effects import fit_by_cell_type
+from sktx.data import split_targets
+from sktx.graph import hash_genes
+from sktx.regressor._state import N_FEATURES, gene_features
+
+__all__ = ["InputsMixin"]
+
+
+class InputsMixin:
+    """Builds the tensors a :class:`~sktx.nn.GeneTokenModel` takes for groups of cells."""
+
+    def _effects(self, state) -> dict:
+        """Target effects per cell type (``None`` key: all cell types pooled), memoised."""
+        memo = getattr(self, "_effects_memo", None)
+        if memo is not None and memo[0] is state:
+            return memo[1]
+        out = fit_by_cell_type(
+            state.deltas,
+            list(state.delta_labels),
+            list(state.delta_cts),
+            self.control_label,
+            pooled=True,
+        )
+        self._effects_memo = (state, out)
+        return out
+
+    def _baseline(self, label: str, ct: str, state) -> np.ndarray:
+        """What the residual is added to: additive target effects fitted jointly on all labels.
+
+        Per-target effects are fitted on the pseudobulk deltas of every fitted
+        single and combination (:func:`sktx._effects.fit_target_effects`), so a
+        target seen only inside combinations still gets an effect. A fitted
+        label gets its leave-one-label-out prediction (its own delta never
+        enters its baseline, so training learns what the baseline misses on
+        unseen perturbations); an unseen cell type uses all cell types pooled.
+        """
+        effects = self._effects(state)
+        fx, rows = effects.get(ct, effects[None])
+        if label in rows:
+            return fx.loo[rows[label]].astype(np.float32)
+        targets = split_targets(label, self.control_label) or [label]
+        return fx.predict(targets).astype(np.float32)
+
+    def _group_inputs(self, label: str, ct: str, state) -> dict:
+        targets = split_targets(label, self.control_label) or [label]
+        mask = np.zeros(len(state.genes), dtype=np.float32)
+        for t in targets:
+            g = state.gene_row.get(t)
+            if g is not None:
+                mask[g] = 1.0
+        return {
+            "baseline": self._baseline(label, ct, state),
+            "target_mask": mask,
+            "pert_hash": hash_genes(targets),
+            "pert_feat": gene_features(targets, state),
+        }
+
+    def _module_inputs(self, group_inputs: list[dict], basal: np.ndarray, state) -> dict:
+        T = max(len(g["pert_hash"]) for g in group_inputs)
+        B = len(group_inputs)
+        pert_hash = np.zeros((B, T, state.gene_hash.shape[1]), dtype=np.int64)
+        pert_feat = np.zeros((B, T, N_FEATURES), dtype=np.float32)
+        pert_mask = np.zeros((B, T), dtype=np.float32)
+        for b, g in enumerate(group_inputs):
+            n = len(g["pert_hash"])
+            pert_hash[b, :n] = g["pert_hash"]
+            pert_feat[b, :n] = g["pert_feat"]
+            pert_mask[b, :n] = 1.0
+        dev = self._device()
+        t = self._gene_tensors_
+        return {
+            "gene_hash": t["gene_hash"],
+            "gene_feat": t["gene_feat"],
+            "neighbors": t["neighbors"],
+            "basal": torch.as_tensor(basal, device=dev),
+            "baseline": torch.as_tensor(
+                np.stack([g["baseline"] for g in group_inputs]), device=dev
+            ),
+            "target_mask": torch.as_tensor(
+                np.stack([g["target_mask"] for g in group_inputs]), device=dev
+            ),
+            "pert_hash": torch.as_tensor(pert_hash, device=dev),
+            "pert_feat": torch.as_tensor(pert_feat, device=dev),
+            "pert_mask": torch.as_tensor(pert_mask, device=dev),
+        }
+
+    def _set_gene_tensors_(self, state):
+        dev = self._device()
+        self._gene_tensors_ = {
+            "gene_hash": torch.as_tensor(state.gene_hash, device=dev),
+            "gene_feat": torch.as_tensor(state.gene_feat, device=dev),
+            "neighbors": torch.as_tensor(state.neighbors, device=dev),
+            # for predict_cells in the distributional loss (not a module input)
+            "nonzero_level": torch.as_tensor(state.nonzero_level, device=dev),
+        }
+
+    @property
+    def _state(self):
+        """The fitted state; gene tensors placed on the device on first use."""
+        state = getattr(self, "fitted_state_", None)
+        if state is None:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                "This PerturbationRegressor is not fitted yet; call `fit(adata)` first."
+            )
+        if getattr(self, "_gene_tensors_", None) is None or len(
+            self._gene_tensors_["gene_hash"]
+        ) != len(state.genes):
+            self._set_gene_tensors_(state)
+        return state

@@ -1,0 +1,212 @@
+"""What a fitted :class:`~sktx.PerturbationRegressor` knows besides its weights.
+
+A plain dataclass of numpy arrays and lists, held by the estimator
+(``fitted_state_``), never by the torch module: the module sees tensors only.
+``save_params`` writes it beside the weights as tensors, so
+``torch.load(weights_only=True)`` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sktx.data import group_means, nonzero_level, split_targets
+from sktx.graph import (
+    build_gene_graph,
+    gene_set_embedding,
+    hash_genes,
+    pca_gene_loadings,
+    prior_gene_sets,
+)
+
+__all__ = ["N_FEATURES", "FittedState", "build_state", "gene_features"]
+
+_N_PCA = 16
+_N_PRIOR = 32
+#: Width of the per-gene feature vector: PCA loadings, prior embedding, two "known" flags.
+N_FEATURES = _N_PCA + _N_PRIOR + 2
+
+
+@dataclass
+class FittedState:
+    """Data-derived state of a fitted regressor (genes, graph, features, baseline inputs).
+
+    Attributes
+    ----------
+    genes : list of str
+        Fitted genes (the panel), in order.
+    prior_genes : list of str
+        Upper-case symbols with a prior (gene-set) embedding.
+    pca, prior_emb : ndarray
+        Gene loadings (genes x 16) and prior embeddings (prior genes x 32).
+    cell_types : list of str
+        Cell types with fitted controls; ``ctrl_means`` holds their control means.
+    ctrl_means, nonzero_level : ndarray
+        Control mean per cell type (float32) and each gene's typical non-zero level.
+    delta_labels, delta_cts : list of str
+        Label and cell type of each fitted group; ``deltas`` their pseudobulk deltas.
+    deltas : ndarray
+    train_targets : list of str
+        Targets perturbed in the training (not validation) groups.
+    gene_hash, gene_feat, neighbors : ndarray
+        Module inputs of the panel: hashed symbols, features, attention graph.
+    residual_scale : float
+        Factor applied to the learned residual at prediction.
+    """
+
+    genes: list[str]
+    prior_genes: list[str]
+    pca: np.ndarray
+    prior_emb: np.ndarray
+    cell_types: list[str]
+    ctrl_means: np.ndarray
+    nonzero_level: np.ndarray
+    delta_labels: list[str]
+    delta_cts: list[str]
+    deltas: np.ndarray
+    train_targets: list[str]
+    gene_hash: np.ndarray
+    gene_feat: np.ndarray
+    neighbors: np.ndarray
+    residual_scale: float = 1.0
+    gene_row: dict = field(init=False, repr=False, compare=False)
+    prior_row: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.gene_row = {g: i for i, g in enumerate(self.genes)}
+        self.prior_row = {g: i for i, g in enumerate(self.prior_genes)}
+
+    def to_tensors(self) -> dict:
+        """Arrays as tensors, lists and floats as they are (``weights_only`` loadable)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.init:
+                v = getattr(self, f.name)
+                out[f.name] = (
+                    torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+                )
+        return out
+
+    @classmethod
+    def from_tensors(cls, saved: dict) -> FittedState:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        missing = sorted(names - set(saved))
+        if missing:
+            raise ValueError(
+                f"the saved model state lacks {missing}; it was written by another version "
+                "of sktx. Refit the model, or load it with the version that saved it."
+            )
+        return cls(
+            **{
+                k: v.cpu().numpy() if torch.is_tensor(v) else v
+                for k, v in saved.items()
+                if k in names
+            }
+        )
+
+
+def gene_features(symbols, state) -> np.ndarray:
+    """Fixed-width features of any gene symbols (zero where nothing is known)."""
+    out = np.zeros((len(symbols), N_FEATURES), dtype=np.float32)
+    for i, s in enumerate(symbols):
+        g = state.gene_row.get(s)
+        if g is not None:
+            out[i, :_N_PCA] = state.pca[g]
+            out[i, -2] = 1.0
+        p = state.prior_row.get(s.upper())
+        if p is not None:
+            out[i, _N_PCA : _N_PCA + _N_PRIOR] = state.prior_emb[p]
+            out[i, -1] = 1.0
+    return out
+
+
+class _Partial:
+    """The gene rows/embeddings ``gene_features`` needs before the state exists."""
+
+    def __init__(self, genes, prior_genes, pca, prior_emb):
+        self.gene_row = {g: i for i, g in enumerate(genes)}
+        self.prior_row = {g: i for i, g in enumerate(prior_genes)}
+        self.pca, self.prior_emb = pca, prior_emb
+
+
+def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
+    """Fit the gene features, graph and baseline inputs of one ``fit`` call.
+
+    Parameters
+    ----------
+    X : csr_matrix or BackedRows
+        float32 log1p rows of ``data``.
+    data : PerturbationData
+        The prepared training data.
+    groups : CellGroups
+        Its (label, cell type) groups.
+    train_ids : list of int
+        Groups trained on (the rest validate).
+    rng : RandomState
+        Seeds the PCA.
+    n_neighbors : int
+    gene_sets : gene-set spec
+        Prior knowledge for graph edges and embeddings.
+
+    Returns
+    -------
+    state : FittedState
+    graph : GeneGraph
+    """
+    genes = [str(g) for g in data.genes]
+    pca = pca_gene_loadings(X, _N_PCA, random_state=rng.randint(2**31 - 1))
+    scale = float(np.sqrt(np.mean(pca**2))) or 1.0
+    graph = build_gene_graph(
+        X, genes, n_neighbors=n_neighbors, gene_sets=gene_sets, loadings=pca, random_state=0
+    )
+    sets = prior_gene_sets(gene_sets)
+    prior_genes, prior_emb = gene_set_embedding(sets, _N_PRIOR) if sets else ([], None)
+    if prior_emb is None:
+        prior_emb = np.zeros((0, _N_PRIOR), dtype=np.float32)
+    pca = pca / scale
+    # unit-norm rows -> entries of order one
+    prior_emb = prior_emb * np.sqrt(_N_PRIOR)
+
+    # pseudobulk deltas of the fitted perturbations, per cell type
+    labels, is_control, cts = data.labels, data.is_control, data.contexts
+    ct_names = sorted(set(cts[is_control].tolist()))
+    ct_code = {c: i for i, c in enumerate(ct_names)}
+    codes = np.full(len(labels), -1)
+    ctrl_code = np.array([ct_code.get(c, -1) for c in cts])
+    codes[is_control] = ctrl_code[is_control]
+    ctrl_means = group_means(X, codes, len(ct_names))
+    # The baseline is fitted on every fitted perturbation, validation ones included:
+    # a perturbation's own baseline is the fit without it, so validation stays
+    # honest, and the effects for unseen perturbations rest on all the data.
+    codes = np.full(len(labels), -1)
+    for j, rows in enumerate(groups.rows):
+        codes[rows] = j
+    means = group_means(X, codes, len(groups.rows))
+    deltas = np.stack(
+        [means[j] - ctrl_means[ct_code[ct]] for j, ct in enumerate(groups.cell_types)]
+    )
+    control = data.control_label
+    partial = _Partial(genes, prior_genes, pca, prior_emb)
+    state = FittedState(
+        genes=genes,
+        prior_genes=list(prior_genes),
+        pca=pca,
+        prior_emb=prior_emb,
+        cell_types=ct_names,
+        ctrl_means=ctrl_means.astype(np.float32),
+        nonzero_level=nonzero_level(X),
+        delta_labels=list(groups.labels),
+        delta_cts=list(groups.cell_types),
+        deltas=deltas.astype(np.float32),
+        train_targets=sorted(
+            {t for i in train_ids for t in split_targets(groups.labels[i], control)}
+        ),
+        gene_hash=hash_genes(genes),
+        gene_feat=gene_features(genes, partial),
+        neighbors=graph.neighbors,
+    )
+    return state, graph

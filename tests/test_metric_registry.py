@@ -230,3 +230,20 @@ def test_registration_errors_name_the_fix(real, noisy):
         finally:
             unregister_metric("broken")
     assert available_metrics() == BUILTIN
+
+
+def test_scorer_carries_its_metric_to_workers():
+    # A worker process (GridSearchCV(n_jobs=2)) unpickles the scorer without ever having
+    # run the user's register_metric call.
+    import pickle
+
+    sim = make_perturbseq(n_cells=300, n_genes=40, n_perturbations=4, random_state=0)
+    model = MeanBaseline().fit(sim)
+    register_metric(Metric("max_abs_error", _max_abs_error, greater_is_better=False))
+    try:
+        scorer = get_scorer("neg_max_abs_error")
+        expected = scorer(model, sim)
+        payload = pickle.dumps(scorer)
+    finally:
+        unregister_metric("max_abs_error")
+    assert pickle.loads(payload)(model, sim) == expected

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from sktx.metrics._input import DataContractError, as_log1p, matrix
 from sktx.metrics._registry import available_metrics, get_metric
 from sktx.metrics._scores import vcc_score
-from sktx.metrics._table import perturbation_metrics
+from sktx.metrics._table import Reference
 
 __all__ = [
     "PerturbationScorer",
@@ -98,6 +98,9 @@ class PerturbationScorer:
         if metric not in choices:
             raise ValueError(f"unknown metric {metric!r}; choose from {choices}.")
         self.metric = metric
+        # The entry travels with the scorer, so worker processes (n_jobs > 1) that never
+        # ran the user's register_metric call still compute the metric.
+        self._metric = None if metric == "vcc" else get_metric(metric)
         self.greater_is_better = greater_is_better
         self.perturbation_key = perturbation_key
         self.control_label = control_label
@@ -183,7 +186,8 @@ class PerturbationScorer:
         if self.metric == "vcc":
             value = vcc_score(real, pred, **keys)
         else:
-            table = perturbation_metrics(real, pred, metrics=[self.metric], **keys)
+            ref = Reference(real, **keys)
+            table = ref.table(ref.read(pred), [self._metric])
             value = float(np.nan_to_num(table[self.metric].to_numpy(float), nan=0.0).mean())
         return value if self.greater_is_better else -value
 

@@ -313,7 +313,7 @@ def test_seurat_v3_on_log_data_is_rejected(norman):
 
 
 def test_hvg_flavors_on_counts(sim):
-    from sktx.selection import _has_skmisc
+    from sktx.selection._scores import _has_skmisc
 
     auto = GeneSelector(n_genes=30).fit(sim)
     assert auto.hvg_flavor_ == ("seurat_v3" if _has_skmisc() else "seurat")
@@ -342,7 +342,7 @@ def test_hvg_falls_back_when_scanpy_fails(sim, monkeypatch):
 
     monkeypatch.setattr(sc.pp, "highly_variable_genes", broken)
     # 'seurat' is computed by sktx (row chunks, shared with backed data), not by scanpy
-    monkeypatch.setattr("sktx.selection._seurat_dispersions_norm", broken)
+    monkeypatch.setattr("sktx.selection._scores._seurat_dispersions_norm", broken)
     with pytest.warns(UserWarning, match="failed .*bins must increase") as record:
         sel = GeneSelector(n_genes=30).fit(sim)
     assert record[0].filename == __file__

@@ -354,7 +354,9 @@ def is_log_normalized(adata, *, layer: str | None = None) -> bool:
     return not np.allclose(data, np.round(data))
 
 
-def log_normalize(adata, *, target_sum: float = TARGET_SUM, layer: str | None = None, force: bool = False):
+def log_normalize(
+    adata, *, target_sum: float = TARGET_SUM, layer: str | None = None, force: bool = False
+):
     """Return a log1p-normalised copy of ``adata`` (the input is not modified).
 
     Uses :func:`scanpy.pp.normalize_total` then :func:`scanpy.pp.log1p`. If the

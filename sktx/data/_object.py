@@ -60,6 +60,8 @@ class PerturbationData:
         Gene symbols (columns of ``X``).
     obs, var : DataFrame
         The input's annotations (not copied: never modify them).
+    uns : dict
+        The input's ``uns`` (not copied).
     perturbation_key, control_label, cell_type_key, layer : str or None
         The keys the data was prepared with.
     normalization : {"counts", "log1p"}
@@ -90,6 +92,7 @@ class PerturbationData:
     genes: pd.Index
     obs: pd.DataFrame = field(repr=False)
     var: pd.DataFrame = field(repr=False)
+    uns: dict = field(default_factory=dict, repr=False)
     perturbation_key: str = "target_gene"
     control_label: str = "non-targeting"
     cell_type_key: str | None = None
@@ -166,10 +169,16 @@ class PerturbationData:
         if self.counts is None:
             return None
         if isinstance(self.counts, BackedRows):
-            return np.concatenate([
-                np.asarray(block.sum(1), dtype=np.float64).ravel()
-                for _, block in self.counts.chunks()
-            ]) if self.n_obs else np.zeros(0)
+            return (
+                np.concatenate(
+                    [
+                        np.asarray(block.sum(1), dtype=np.float64).ravel()
+                        for _, block in self.counts.chunks()
+                    ]
+                )
+                if self.n_obs
+                else np.zeros(0)
+            )
         return np.asarray(self.counts.sum(1), dtype=np.float64).ravel()
 
     # ------------------------------------------------------------------ subsets
@@ -238,8 +247,8 @@ class PerturbationData:
         out = ad.AnnData(X=X, obs=self.obs.copy(), var=self.var.copy())
         if self.counts is not None:
             counts = self.counts
-            out.layers["counts"] = counts.to_csr() if isinstance(counts, BackedRows) else _copy(
-                counts
+            out.layers["counts"] = (
+                counts.to_csr() if isinstance(counts, BackedRows) else _copy(counts)
             )
         out.uns["log1p"] = {"base": self.log_base}
         return out
@@ -265,7 +274,7 @@ def _take_cols(X, cols):
 def prepare(
     adata,
     *,
-    perturbation_key: str = "target_gene",
+    perturbation_key: str | None = "target_gene",
     control_label: str = "non-targeting",
     cell_type_key: str | None = None,
     layer: str | None = None,
@@ -282,8 +291,9 @@ def prepare(
         may be backed (``anndata.read_h5ad(path, backed="r")``). Never modified.
         A :class:`PerturbationData` is returned as it is (after checking that
         its keys are these).
-    perturbation_key : str, default="target_gene"
+    perturbation_key : str or None, default="target_gene"
         ``obs`` column naming each cell's perturbation (``"A+B"`` for combinations).
+        ``None``: unlabeled cells (e.g. for gene selection), all taken as controls.
     control_label : str, default="non-targeting"
         Label of control cells.
     cell_type_key : str, optional
@@ -353,13 +363,23 @@ def prepare(
         require_perturbed=False,
     )
     genes = pd.Index(adata.var_names.astype(str))
-    labels = canonical_labels(
-        info.labels, control_label=control_label, key=perturbation_key, genes=genes, stacklevel=4
-    )
     control = control_label.strip()
+    if info is None:  # perturbation_key=None: unlabeled cells, all taken as the basal state
+        labels = np.full(adata.n_obs, control, dtype=object).astype(str)
+        types = None if cell_type_key is None else adata.obs[cell_type_key].astype(str).to_numpy()
+    else:
+        labels = canonical_labels(
+            info.labels,
+            control_label=control_label,
+            key=perturbation_key,
+            genes=genes,
+            stacklevel=4,
+        )
+        types = info.cell_types
     is_control = labels == control
-    _require(labels, is_control, perturbation_key, control_label, require_control,
-             require_perturbed)
+    _require(
+        labels, is_control, perturbation_key, control_label, require_control, require_perturbed
+    )
     matrix = None if backed else get_matrix(adata, layer)
     if matrix is not None and sp.issparse(matrix):
         _refuse_duplicates(matrix, layer)
@@ -380,10 +400,11 @@ def prepare(
         counts=counts,
         labels=labels,
         is_control=is_control,
-        cell_types=info.cell_types,
+        cell_types=types,
         genes=genes,
         obs=adata.obs,
         var=adata.var,
+        uns=adata.uns,
         perturbation_key=perturbation_key,
         control_label=control,
         cell_type_key=cell_type_key,
@@ -402,8 +423,14 @@ def _check_prepared(data: PerturbationData, *, require_control, require_perturbe
                 f"`{name}={value!r}`. Pass the same keys to the estimator (or prepare the "
                 "AnnData again with these keys)."
             )
-    _require(data.labels, data.is_control, data.perturbation_key, data.control_label,
-             require_control, require_perturbed)
+    _require(
+        data.labels,
+        data.is_control,
+        data.perturbation_key,
+        data.control_label,
+        require_control,
+        require_perturbed,
+    )
     return data
 
 
@@ -493,4 +520,3 @@ def _counts_layer(adata, layer):
     if values.size and (values.min() < 0 or not np.allclose(values, np.round(values))):
         return None  # not counts after all; keep log1p only
     return counts
-

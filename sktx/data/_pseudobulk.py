@@ -139,7 +139,7 @@ def pseudobulk(
 
     Parameters
     ----------
-    adata : AnnData
+    adata : AnnData or PerturbationData
         Cells x genes; ``X`` (or ``layer``) dense or CSR. Values are averaged
         as they are (pass log1p data to get log1p pseudobulks, as cell-eval does).
     key : str, default="target_gene"
@@ -165,20 +165,24 @@ def pseudobulk(
     >>> pb.means[pb.row("A")]
     array([2.])
     """
-    labels = adata.obs[key].astype(str).to_numpy()
+    if hasattr(adata, "labels"):  # a PerturbationData: canonical labels, its own keys
+        labels, types, cell_type_key = adata.labels, adata.cell_types, adata.cell_type_key
+    else:
+        labels = adata.obs[key].astype(str).to_numpy()
+        types = None if cell_type_key is None else adata.obs[cell_type_key].astype(str).to_numpy()
     if cell_type_key is None:
         frame = pd.DataFrame({"perturbation": labels, "cell_type": None})
     else:
-        frame = pd.DataFrame(
-            {"perturbation": labels, "cell_type": adata.obs[cell_type_key].astype(str).to_numpy()}
-        )
+        frame = pd.DataFrame({"perturbation": labels, "cell_type": types})
     grouped = frame.groupby(["perturbation", "cell_type"], sort=True, dropna=False)
     codes = grouped.ngroup().to_numpy()
     sizes = grouped.size()
     groups = sizes.reset_index(name="n_cells")
     if cell_type_key is None:
         groups["cell_type"] = None
-    X = get_matrix(adata, layer) if matrix is None else matrix
+    if matrix is None:
+        matrix = adata.X if hasattr(adata, "labels") else get_matrix(adata, layer)
+    X = matrix
     means = group_means(X, codes, len(groups))
     return Pseudobulk(means=means, groups=groups, genes=pd.Index(adata.var_names))
 

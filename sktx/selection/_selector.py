@@ -2,251 +2,51 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from sktx._backed import backed_rows, column_moments, is_backed
-from sktx._pseudobulk import pseudobulk
-from sktx._validation import (
+from sktx.data import (
+    PerturbationData,
     check_genes,
+    column_moments,
     get_matrix,
+    is_backed,
     is_log_normalized,
     log_normalize,
+    prepare,
+    pseudobulk,
     split_targets,
     validate_adata,
 )
 from sktx.genesets import CATEGORIES, load_gene_sets, resolve_aliases
 
-__all__ = ["QUOTA_KEYS", "GeneSelector", "default_quotas"]
+__all__ = ["GeneSelector"]
 
-#: Selection categories in priority order (earlier = placed earlier in a block).
-QUOTA_KEYS: tuple[str, ...] = (
-    "targets",
-    "tf",
-    "pluripotency",
-    "cell_cycle",
-    "metabolic",
-    "responsive",
-    "hvg",
+from sktx.selection._quotas import (
+    _HVG_FLAVORS,
+    _V3_TOP,
+    QUOTA_KEYS,
+    _check_n_genes,
+    _default_slots,
+    _share_slots,
+    _shares_from_quotas,
+    _slot_counts,
 )
-_HVG_FLAVORS = ("auto", "seurat", "seurat_v3", "cell_ranger")
-
-# The default schedule: cumulative genes per category at anchor sizes of the
-# first block. The first 100 genes are the "essential" ones (targets, TFs,
-# pluripotency), the next 100 add cell-cycle and metabolic regulators and the
-# first responsive genes, the rest of the block responsive genes and HVGs. At
-# 500 genes the curated counts are those of the seed design (46 TF, 40 cell
-# cycle, 32 metabolic, 22 pluripotency). Every further block of 500 repeats
-# the 500-gene composition, so quotas scale linearly with `n_genes`.
-_BLOCK = 500
-_DEFAULT_ANCHORS: tuple[tuple[int, dict[str, int]], ...] = (
-    (100, {"targets": 34, "tf": 44, "pluripotency": 22}),
-    (
-        200,
-        {
-            "targets": 40,
-            "tf": 46,
-            "pluripotency": 22,
-            "cell_cycle": 40,
-            "metabolic": 32,
-            "responsive": 20,
-        },
-    ),
-    (
-        _BLOCK,
-        {
-            "targets": 40,
-            "tf": 46,
-            "pluripotency": 22,
-            "cell_cycle": 40,
-            "metabolic": 32,
-            "responsive": 100,
-            "hvg": 220,
-        },
-    ),
+from sktx.selection._scores import (
+    _has_skmisc,
+    _log_variance,
+    _order,
+    _percentile,
+    _same_params,
+    _seurat_scores,
 )
-# scanpy's default number of HVGs for seurat_v3; only the scores are used.
-_V3_TOP = 2000
-
-
-def _segment(start: float, length: float, counts: Mapping[str, int]) -> list[tuple[float, int]]:
-    """Slots of one schedule segment, spread evenly (stride scheduling).
-
-    The ``i``-th slot of category ``c`` sits at ``start + (i + a_c) * length /
-    counts[c]`` with an offset ``a_c`` in (0, 1) that grows with priority
-    rank; exactly ``counts[c]`` slots of ``c`` fall inside the segment.
-    """
-    slots = []
-    for p, cat in enumerate(QUOTA_KEYS):
-        n = counts.get(cat, 0)
-        offset = (p + 1) / (len(QUOTA_KEYS) + 1)
-        slots.extend((start + (i + offset) * length / n, p) for i in range(n))
-    return slots
-
-
-def _default_slots(n_total: int) -> list[int]:
-    slots: list[tuple[float, int]] = []
-    prev_n, prev = 0, dict.fromkeys(QUOTA_KEYS, 0)
-    for n, counts in _DEFAULT_ANCHORS:
-        diff = {c: counts.get(c, 0) - prev[c] for c in QUOTA_KEYS}
-        slots.extend(_segment(prev_n, n - prev_n, diff))
-        prev_n, prev = n, {c: counts.get(c, 0) for c in QUOTA_KEYS}
-    block = _DEFAULT_ANCHORS[-1][1]
-    while prev_n < n_total:
-        slots.extend(_segment(prev_n, _BLOCK, block))
-        prev_n += _BLOCK
-    return [p for _, p in sorted(slots)][:n_total]
-
-
-def _share_slots(shares: Mapping[str, float], n_total: int) -> list[int]:
-    slots: list[tuple[float, int]] = []
-    for p, cat in enumerate(QUOTA_KEYS):
-        share = shares.get(cat, 0.0)
-        if share <= 0:
-            continue
-        offset = (p + 1) / (len(QUOTA_KEYS) + 1)
-        n = math.ceil(share * n_total) + 1
-        slots.extend(((i + offset) / share, p) for i in range(n))
-    return [p for _, p in sorted(slots)][:n_total]
-
-
-def _slot_counts(slots: list[int], n: int) -> dict[str, int]:
-    counts = np.bincount(np.asarray(slots[:n], dtype=int), minlength=len(QUOTA_KEYS))
-    return {cat: int(k) for cat, k in zip(QUOTA_KEYS, counts, strict=True)}
-
-
-def default_quotas(n_genes: int = 500) -> dict[str, int]:
-    """Genes per category that the default schedule reserves at ``n_genes``.
-
-    Parameters
-    ----------
-    n_genes : int, default=500
-        Selection size.
-
-    Returns
-    -------
-    dict of str to int
-        Keys are :data:`QUOTA_KEYS`; values sum to ``n_genes``. Quotas a
-        dataset cannot fill (e.g. few targets measured) spill to ``hvg`` when
-        fitting.
-
-    Examples
-    --------
-    >>> q = default_quotas(500)
-    >>> q["tf"], q["cell_cycle"], q["metabolic"], q["pluripotency"]
-    (46, 40, 32, 22)
-    >>> default_quotas(100)["tf"]
-    44
-    """
-    n_genes = _check_n_genes(n_genes)
-    return _slot_counts(_default_slots(n_genes), n_genes)
-
-
-def _check_n_genes(n_genes) -> int:
-    if not isinstance(n_genes, numbers.Integral) or isinstance(n_genes, bool) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
-    return int(n_genes)
-
-
-def _shares_from_quotas(quotas, n_genes: int) -> dict[str, float]:
-    """Turn user quotas (counts at ``n_genes`` or fractions) into shares summing to 1."""
-    if not isinstance(quotas, Mapping):
-        raise TypeError(
-            f"`quotas` must be a dict {{category: count}}, got {type(quotas).__name__}; "
-            f"e.g. `quotas={{'tf': 100, 'cell_cycle': 40}}`. Categories: {list(QUOTA_KEYS)}."
-        )
-    unknown = [k for k in quotas if k not in QUOTA_KEYS]
-    if unknown:
-        raise ValueError(f"unknown `quotas` keys {unknown}; known categories: {list(QUOTA_KEYS)}.")
-    shares = {}
-    for cat, value in quotas.items():
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
-            shares[cat] = int(value) / n_genes
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1:
-            shares[cat] = float(value)
-        else:
-            raise ValueError(
-                f"`quotas[{cat!r}]` must be a non-negative integer (genes at `n_genes`) or a "
-                f"fraction in [0, 1], got {value!r}."
-            )
-    total = sum(shares.values())
-    if total > 1 + 1e-9:
-        raise ValueError(
-            f"`quotas` ask for {round(total * n_genes)} genes but `n_genes={n_genes}`; lower "
-            "the quotas or raise `n_genes`."
-        )
-    shares["hvg"] = shares.get("hvg", 0.0) + max(0.0, 1.0 - total)
-    return shares
-
-
-def _percentile(x: np.ndarray) -> np.ndarray:
-    """Rank in [0, 1] (NaN ranked lowest), used to put scores on one scale."""
-    x = np.where(np.isfinite(x), x, -np.inf)
-    return (rankdata(x) - 1) / max(len(x) - 1, 1)
-
-
-def _order(scores: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-    """Indices sorted by descending score; ties keep `var` order (deterministic)."""
-    if idx is None:
-        idx = np.arange(len(scores))
-    s = np.where(np.isfinite(scores[idx]), scores[idx], -np.inf)
-    return idx[np.argsort(-s, kind="stable")]
-
-
-def _log_variance(X) -> np.ndarray:
-    if sp.issparse(X):
-        from sklearn.utils.sparsefuncs import mean_variance_axis
-
-        return np.asarray(mean_variance_axis(X, axis=0)[1], dtype=np.float64)
-    return np.asarray(X, dtype=np.float64).var(axis=0)
-
-
-def _seurat_dispersions_norm(mean: np.ndarray, var: np.ndarray, n_bins: int = 20) -> np.ndarray:
-    """scanpy's ``flavor="seurat"`` normalised dispersions from per-gene moments.
-
-    Same steps as ``scanpy.pp.highly_variable_genes`` (scanpy 1.11,
-    ``_highly_variable_genes_single_batch``) once the mean and unbiased
-    variance of ``expm1(X)`` are known, so they can be accumulated over row
-    chunks of a backed file.
-    """
-    mean = np.array(mean, dtype=np.float64)
-    mean[mean == 0] = 1e-12
-    dispersion = var / mean
-    dispersion[dispersion == 0] = np.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dispersion = np.log(dispersion)
-    df = pd.DataFrame({"means": np.log1p(mean), "dispersions": dispersion})
-    df["mean_bin"] = pd.cut(df["means"], bins=n_bins)
-    stats = df.groupby("mean_bin", observed=True)["dispersions"].agg(avg="mean", dev="std")
-    one = stats["dev"].isnull()  # a bin with a single gene: its dispersion_norm is 1
-    stats.loc[one, "dev"] = stats.loc[one, "avg"]
-    stats.loc[one, "avg"] = 0
-    stats = stats.loc[df["mean_bin"]].set_index(df.index)
-    return ((df["dispersions"] - stats["avg"]) / stats["dev"]).to_numpy(dtype=np.float64)
-
-
-def _seurat_scores(X, log_base: float | None) -> np.ndarray:
-    """Seurat normalised dispersions of log1p data ``X`` (matrix or backed reader)."""
-    moments = column_moments(X, log_base=log_base)
-    return _seurat_dispersions_norm(moments["mean_expm1"], moments["var_expm1"])
-
-
-def _has_skmisc() -> bool:
-    try:
-        import skmisc.loess  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -404,16 +204,9 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             raise ValueError(
                 f"`hvg_flavor` must be one of {_HVG_FLAVORS}, got {self.hvg_flavor!r}."
             )
-        gene_sets = load_gene_sets(self.gene_sets)
         check_random_state(self.random_state)
-        info = validate_adata(
-            adata,
-            perturbation_key=self.perturbation_key,
-            control_label=self.control_label,
-            cell_type_key=self.cell_type_key,
-            layer=self.layer,
-        )
-        n_vars = adata.n_vars
+        data = self._prepare(adata, require_control=True)
+        n_vars = data.n_vars
         if n_genes > n_vars:
             warnings.warn(
                 f"`n_genes={n_genes}` exceeds the {n_vars} genes in the data; selecting all "
@@ -421,30 +214,53 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 UserWarning,
                 stacklevel=2,
             )
-        var_names = pd.Index(adata.var_names.astype(str))
-        if is_backed(adata):
+        ranked = self._ranked(data, shares)
+        self.hvg_flavor_, self.gene_sets_ = ranked["hvg_flavor"], dict(ranked["gene_sets"])
+        table, var_names = ranked["table"], data.genes
+        k = min(n_genes, n_vars)
+        self.quotas_ = _slot_counts(self._slots(shares, n_genes), n_genes)
+        self.ranking_ = table["gene"].to_numpy(dtype=object)
+        self.selected_genes_ = self.ranking_[:k].copy()
+        self.categories_ = table.iloc[:k].reset_index(drop=True)
+        self.feature_names_in_ = var_names.to_numpy(dtype=object)
+        self.n_features_in_ = n_vars
+        return self
+
+    def _ranked(self, data, shares) -> dict:
+        """The full ranking of ``data``'s genes; ``n_genes`` only cuts it (nested by design).
+
+        Kept for the last prepared object, so fitting the same data again with only
+        ``n_genes`` changed (every :class:`~sktx.ProgressiveFit` phase) ranks once.
+        """
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "n_genes"}
+        memo = getattr(self, "_ranking_memo", None)
+        if memo is not None and memo[0]() is data and _same_params(memo[1], params):
+            return memo[2]
+        gene_sets = load_gene_sets(self.gene_sets)
+        var_names = data.genes
+        n_vars = data.n_vars
+        if data.backed:
             # out-of-core: statistics over row chunks, the matrix is never loaded whole
-            reader = backed_rows(adata, layer=self.layer, float32=False)
-            hvg_score, self.hvg_flavor_ = self._backed_hvg_scores(reader, adata)
-            response, target_score = self._responses(adata, info, var_names, matrix=reader)
+            hvg_score, flavor = self._backed_hvg_scores(data.X, data)
         else:
-            data, has_counts = self._log_data(adata)
-            hvg_score, self.hvg_flavor_ = self._hvg_scores(data, has_counts)
-            response, target_score = self._responses(data, info, var_names)
+            hvg_score, flavor = self._hvg_scores(
+                self._log_data(data), data.counts is not None and data.normalization == "counts"
+            )
+        response, target_score = self._responses(data, var_names)
 
         evidence = _percentile(hvg_score)
         if response is not None:
             evidence = 0.5 * (evidence + _percentile(response))
         queues: dict[str, np.ndarray] = {}
         scores: dict[str, np.ndarray] = {"hvg": hvg_score}
-        self.gene_sets_ = {}
+        found = {}
         for cat in CATEGORIES:
             resolved = resolve_aliases(gene_sets.get(cat, ()), var_names)
             idx = np.unique(var_names.get_indexer(resolved))
             idx = idx[idx >= 0]
             queues[cat] = _order(evidence, idx)
             scores[cat] = evidence
-            self.gene_sets_[cat] = tuple(var_names[np.sort(idx)])
+            found[cat] = tuple(var_names[np.sort(idx)])
         if target_score is not None:
             idx = np.flatnonzero(np.isfinite(target_score))
             queues["targets"] = _order(target_score, idx)
@@ -456,8 +272,6 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         queues["hvg"] = _order(hvg_score)
 
         slots = self._slots(shares, n_vars)
-        k = min(n_genes, n_vars)
-        self.quotas_ = _slot_counts(self._slots(shares, n_genes), n_genes)
         order, cat_of, quota_of = self._fill(slots, queues, n_vars)
         table = pd.DataFrame(
             {
@@ -468,12 +282,9 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 "rank": np.arange(n_vars),
             }
         )
-        self.ranking_ = table["gene"].to_numpy(dtype=object)
-        self.selected_genes_ = self.ranking_[:k].copy()
-        self.categories_ = table.iloc[:k].reset_index(drop=True)
-        self.feature_names_in_ = var_names.to_numpy(dtype=object)
-        self.n_features_in_ = n_vars
-        return self
+        ranked = {"table": table, "hvg_flavor": flavor, "gene_sets": found}
+        self._ranking_memo = (weakref.ref(data), params, ranked)
+        return ranked
 
     def _slots(self, shares, n: int) -> list[int]:
         slots = _default_slots(n) if shares is None else _share_slots(shares, n)
@@ -483,23 +294,16 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             slots = [hvg if p == targets else p for p in slots]
         return slots
 
-    def _log_data(self, adata):
-        """A private AnnData with log1p values in ``X`` (counts in a layer if known)."""
+    def _log_data(self, data):
+        """A light AnnData for scanpy: log1p ``X``, ``layers['counts']`` when counts exist."""
         import anndata as ad
 
-        keys = [k for k in (self.perturbation_key, self.cell_type_key) if k is not None]
-        obs = pd.DataFrame({k: adata.obs[k].astype(str).to_numpy() for k in keys})
-        obs.index = adata.obs_names.astype(str)
-        uns = {"log1p": dict(adata.uns["log1p"])} if "log1p" in adata.uns else {}
         light = ad.AnnData(
-            X=get_matrix(adata, self.layer),
-            obs=obs,
-            var=pd.DataFrame(index=adata.var_names.astype(str)),
-            uns=uns,
+            X=data.X, var=pd.DataFrame(index=data.genes), uns={"log1p": {"base": data.log_base}}
         )
-        if is_log_normalized(adata, layer=self.layer):
-            return light, False
-        return log_normalize(light), True
+        if data.counts is not None:
+            light.layers["counts"] = data.counts
+        return light
 
     def _hvg_scores(self, data, has_counts: bool) -> tuple[np.ndarray, str]:
         import scanpy as sc
@@ -542,11 +346,11 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"highly-variable-gene scoring (`flavor={flavor!r}`) failed ({err}); ranking "
                 "variability by the variance of log1p expression instead.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # _hvg_scores <- _ranked <- fit <- caller
             )
             return _log_variance(data.X), "variance"
 
-    def _backed_hvg_scores(self, reader, adata) -> tuple[np.ndarray, str]:
+    def _backed_hvg_scores(self, reader, data) -> tuple[np.ndarray, str]:
         """Seurat dispersions from moments accumulated over row chunks of a backed file."""
         if self.hvg_flavor not in ("auto", "seurat"):
             raise ValueError(
@@ -554,7 +358,7 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 "out of core, sktx computes the 'seurat' dispersions over row chunks. Use "
                 "`hvg_flavor='seurat'` (or 'auto'), or load the data (`adata.to_memory()`)."
             )
-        base = None if reader.normalize else adata.uns.get("log1p", {}).get("base")
+        base = data.log_base
         try:
             return _seurat_scores(reader, base), "seurat"
         except ValueError as err:  # binning fails on tiny or degenerate data
@@ -562,23 +366,20 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"seurat dispersions failed ({err}); ranking variability by the variance of "
                 "log1p expression instead.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # _hvg_scores <- _ranked <- fit <- caller
             )
             return column_moments(reader)["var"], "variance"
 
-    def _responses(self, data, info, var_names: pd.Index, matrix=None):
+    def _responses(self, data, var_names: pd.Index):
         """Mean |pseudobulk delta| per gene and the strongest self-change per target."""
-        if info is None or not info.perturbations:
+        if not data.perturbations:
             return None, None
-        pb = pseudobulk(
-            data, self.perturbation_key, cell_type_key=self.cell_type_key, matrix=matrix
-        )
-        deltas, groups = pb.deltas(self.control_label)
+        deltas, groups = pseudobulk(data).deltas(data.control_label)
         absd = np.abs(deltas)
         response = absd.mean(axis=0)
         target_score = np.full(len(var_names), np.nan)
         for row, label in enumerate(groups["perturbation"]):
-            targets = resolve_aliases(split_targets(label, self.control_label), var_names)
+            targets = resolve_aliases(split_targets(label, data.control_label), var_names)
             idx = var_names.get_indexer(targets)
             for g in idx[idx >= 0]:
                 target_score[g] = np.fmax(target_score[g], absd[row, g])
@@ -630,16 +431,46 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             so the values of a gene do not depend on which panel was selected.
         """
         check_is_fitted(self, "selected_genes_")
+        if isinstance(adata, PerturbationData):
+            return adata.select_genes(self.selected_genes_, what="selected genes")
         validate_adata(adata, perturbation_key=None, check_values=False)
         genes = check_genes(adata, self.selected_genes_, what="selected genes")
         if is_backed(adata):
             # A view reads nothing; sktx's reader normalises raw counts by the total over
             # all genes stored in the file, as the in-memory branch below does.
             return adata[:, genes]
-        if self.layer is None and not is_log_normalized(adata):
+        if self.perturbation_key not in adata.obs.columns:  # genes only, no labels to check
+            data = None
+            counts = self.layer is None and not is_log_normalized(adata)
+        else:
+            data = self._prepare(adata, require_control=False)
+            counts = data.normalization == "counts"
+        out = adata[:, genes].copy()
+        if counts:
             # normalising after subsetting would rescale every cell by the panel's total
-            return log_normalize(adata)[:, genes].copy()
-        return adata[:, genes].copy()
+            cols = pd.Index(adata.var_names).get_indexer(genes)
+            raw = get_matrix(adata, self.layer) if data is None else data.counts
+            X = log_normalize(adata).X if data is None else data.X
+            out.X = X[:, cols]
+            out.layers["counts"] = raw[:, cols].copy()
+            out.uns["log1p"] = {"base": None}
+        return out
+
+    def _prepare(self, adata, *, require_control: bool):
+        """The one entry of data (an AnnData is checked and normalised once per call)."""
+        return prepare(
+            adata,
+            perturbation_key=self.perturbation_key,
+            control_label=self.control_label,
+            cell_type_key=self.cell_type_key,
+            layer=self.layer,
+            require_control=require_control,
+        )
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_ranking_memo", None)  # refers to one prepared object; not data
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

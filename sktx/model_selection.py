@@ -7,6 +7,7 @@ prediction starts from, so they go to both the training and the test side.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -15,7 +16,13 @@ import scipy.sparse as sp
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
 
-from sktx._validation import DataContractError, get_matrix, validate_adata
+from sktx.data import (
+    DataContractError,
+    PerturbationData,
+    canonical_labels,
+    get_matrix,
+    validate_adata,
+)
 
 __all__ = ["PerturbationSplit", "make_query"]
 
@@ -82,6 +89,10 @@ class PerturbationSplit(BaseCrossValidator):
         self.control_label = control_label
 
     def _labels(self, X) -> np.ndarray:
+        """Canonical labels (``"B+A"`` is ``"A+B"``), so no spelling of one perturbation
+        can sit in training while another sits in the test fold."""
+        if isinstance(X, PerturbationData):
+            return X.labels
         if not hasattr(X, "obs"):
             raise TypeError(
                 f"PerturbationSplit.split expects an AnnData, got {type(X).__name__}; pass "
@@ -92,7 +103,15 @@ class PerturbationSplit(BaseCrossValidator):
                 f"`obs[{self.perturbation_key!r}]` not found; available columns: "
                 f"{list(X.obs.columns)[:20]}. Pass `PerturbationSplit(perturbation_key=...)`."
             )
-        return X.obs[self.perturbation_key].astype(str).to_numpy()
+        raw = X.obs[self.perturbation_key].astype(str).to_numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fit warns about recased targets, once
+            return canonical_labels(
+                raw,
+                control_label=self.control_label,
+                key=self.perturbation_key,
+                genes=pd.Index(X.var_names),
+            )
 
     def _folds(self, labels: np.ndarray) -> list[np.ndarray]:
         if not isinstance(self.n_splits, (int, np.integer)) or self.n_splits < 2:
@@ -150,9 +169,10 @@ def make_query(
 
     Parameters
     ----------
-    adata : AnnData
+    adata : AnnData or PerturbationData
         Holds the control cells (and, by default, the real perturbed cells
-        whose counts the query mirrors).
+        whose counts the query mirrors). A :class:`~sktx.PerturbationData`
+        gives a PerturbationData query (its own keys are used).
     perturbation_key : str, default="target_gene"
     control_label : str, default="non-targeting"
     cell_type_key : str, optional
@@ -183,13 +203,16 @@ def make_query(
     """
     import anndata as ad
 
-    info = validate_adata(
-        adata,
-        perturbation_key=perturbation_key,
-        control_label=control_label,
-        cell_type_key=cell_type_key,
-        check_values=False,
-    )
+    if isinstance(adata, PerturbationData):
+        info = adata
+    else:
+        info = validate_adata(
+            adata,
+            perturbation_key=perturbation_key,
+            control_label=control_label,
+            cell_type_key=cell_type_key,
+            check_values=False,
+        )
     rng = check_random_state(random_state)
     types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, "")
     ctrl_by_type = {
@@ -217,6 +240,12 @@ def make_query(
         sources.append(rng.choice(pool, size=n, replace=n > pool.size))
         new_labels.extend([label] * n)
     src = np.concatenate(sources) if sources else np.empty(0, dtype=int)
+    if isinstance(adata, PerturbationData):
+        query = adata[src].relabel(new_labels)
+        obs = query.obs
+        obs["control_cell"] = np.asarray(adata.obs_names)[src]
+        obs.index = pd.Index([f"query{i}" for i in range(len(src))])
+        return query
     X = get_matrix(adata)[src]
     obs = adata.obs.iloc[src].copy()
     obs["control_cell"] = np.asarray(adata.obs_names)[src]

@@ -52,6 +52,32 @@ def _owner(estimator, param: str):
     return estimator.get_params(deep=True)[param.rsplit("__", 1)[0]]
 
 
+_KEYS = ("perturbation_key", "control_label", "cell_type_key", "layer")
+
+
+def _prepare_once(X, estimator):
+    """``X`` as one :class:`~sktx.PerturbationData` for every phase, when the steps agree.
+
+    The keys come from the estimator's own parameters (``select__perturbation_key``,
+    ``model__perturbation_key``, ...); estimators that are not sktx's get ``X`` as it is.
+    """
+    from sktx.data import PerturbationData, prepare
+
+    if isinstance(X, PerturbationData) or not hasattr(X, "obs"):
+        return X
+    params = estimator.get_params(deep=True)
+    keys = {}
+    for key in _KEYS:
+        values = {repr(v): v for k, v in params.items() if k == key or k.endswith("__" + key)}
+        if len(values) > 1:
+            return X  # steps disagree: let each prepare its own input
+        if values:
+            keys[key] = next(iter(values.values()))
+    if "perturbation_key" not in keys:
+        return X
+    return prepare(X, **keys)
+
+
 def _n_genes(X) -> int:
     if hasattr(X, "n_vars"):
         return int(X.n_vars)
@@ -283,6 +309,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         phases = self._check_phases()
         epochs = self._check_epochs(len(phases))
         n_available = _n_genes(X)
+        source = X
         resume = bool(self.warm_start) and hasattr(self, "estimator_")
         estimator = self.estimator_ if resume else clone(self._template())
         self._check_params_exist(estimator)
@@ -318,6 +345,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
 
         model = _owner(estimator, self.warm_start_param)
         history = list(getattr(self, "phase_history_", [])) if resume else []
+        # checked and normalised once for all phases (and the selector ranks it once)
+        X = _prepare_once(X, estimator)
         for k, n in enumerate(plan):
             warm = k > 0 or resume
             params = {self.param: n, self.warm_start_param: warm}
@@ -344,8 +373,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         self.phases_ = plan
         self.phase_history_ = history
         self.n_features_in_ = n_available
-        if hasattr(X, "var_names"):
-            self.feature_names_in_ = np.asarray(X.var_names, dtype=object)
+        if hasattr(source, "var_names"):
+            self.feature_names_in_ = np.asarray(source.var_names, dtype=object)
         else:  # a previous fit's names would be stale
             vars(self).pop("feature_names_in_", None)
         return self

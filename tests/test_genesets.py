@@ -1,8 +1,10 @@
-"""Tests for sktx.genesets: built-in lists, readers, aliases."""
+"""Tests for sktx.genesets: built-in lists, readers, the gene_sets grammar, aliases."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,9 @@ from sktx.genesets import (
     ALIASES,
     BUILTIN_GENE_SETS,
     CATEGORIES,
+    _io,
     load_gene_sets,
+    read_gene_sets,
     read_gmt,
     read_list,
     resolve_aliases,
@@ -141,3 +145,157 @@ def test_resolve_shared_cell_cycle_list_to_current_symbols(genesets_dir):
     assert {"PIMREG", "JPT1"} <= set(resolved)
     assert not {"FAM64A", "HN1"} & set(resolved)
     assert len(resolved) == len(g2m) == 54
+
+
+# ---------------------------------------------------------------- the gene_sets grammar
+@pytest.fixture
+def files(tmp_path):
+    gmt = tmp_path / "m.gmt"
+    gmt.write_text("GLY\t-\tHK2\tPKM\tHK2\nTCA\t-\tCS\tPKM\n")
+    txt = tmp_path / "tf.txt"
+    txt.write_text("SOX2\nGATA1\nSOX2\n")
+    tsv = tmp_path / "panel.tsv"
+    tsv.write_text("# gene\tscore\nMYC\t1.0\nKLF1\t0.5\n")
+    return {"gmt": gmt, "txt": txt, "tsv": tsv}
+
+
+def test_grammar_none_false_and_paths(files):
+    gmt, txt, tsv = files["gmt"], files["txt"], files["tsv"]
+    assert read_gene_sets(None) == {k: list(v) for k, v in BUILTIN_GENE_SETS.items()}
+    assert read_gene_sets(False) == {}
+    # a GMT path: every term in file order, genes de-duplicated
+    assert read_gene_sets(str(gmt)) == {"GLY": ["HK2", "PKM"], "TCA": ["CS", "PKM"]}
+    assert read_gene_sets(gmt) == read_gene_sets(str(gmt))
+    assert list(read_gene_sets(gmt)) == ["GLY", "TCA"]
+    # one term, named after the term
+    assert read_gene_sets(f"{gmt}::TCA") == {"TCA": ["CS", "PKM"]}
+    # other files: one list named after the file
+    assert read_gene_sets(txt) == {"tf": ["SOX2", "GATA1"]}
+    assert read_gene_sets(str(tsv)) == {"panel": ["MYC", "KLF1"]}
+
+
+def test_grammar_lists_merge_in_order(files):
+    gmt, txt = files["gmt"], files["txt"]
+    sets = read_gene_sets([str(gmt), txt, {"GLY": ["LDHA"]}, f"{gmt}::TCA"])
+    # a later set of the same name replaces the earlier one, in its first position
+    assert sets == {"GLY": ["LDHA"], "TCA": ["CS", "PKM"], "tf": ["SOX2", "GATA1"]}
+    assert list(sets) == ["GLY", "TCA", "tf"]
+    assert read_gene_sets([None, False])["tf"] == list(BUILTIN_GENE_SETS["tf"])
+    assert read_gene_sets([]) == {}
+
+
+def test_grammar_dict_sources(files):
+    gmt, txt = files["gmt"], files["txt"]
+    sets = read_gene_sets(
+        {
+            "symbols": ["X", "Y", "X"],
+            "gmt_union": str(gmt),
+            "one_term": f"{gmt}::GLY",
+            "text": txt,
+            "mixed": [f"{gmt}::TCA", "CDK1", txt, "OCT3/4"],
+            "union": {"a": ["P", "Q"], "b": ["Q", "R"]},
+            "empty": [],
+        }
+    )
+    assert sets == {
+        "symbols": ["X", "Y"],
+        "gmt_union": ["HK2", "PKM", "CS"],
+        "one_term": ["HK2", "PKM"],
+        "text": ["SOX2", "GATA1"],
+        "mixed": ["CS", "PKM", "CDK1", "SOX2", "GATA1", "OCT3/4"],
+        "union": ["P", "Q", "R"],
+        "empty": [],
+    }
+    assert list(sets) == ["symbols", "gmt_union", "one_term", "text", "mixed", "union", "empty"]
+
+
+def test_grammar_is_the_gene_selector_reader(files, genesets_dir):
+    gmt = files["gmt"]
+    hallmark = f"{genesets_dir / 'msigdb_hallmark_v7.0.gmt'}::HALLMARK_GLYCOLYSIS"
+    spec = {"metabolic": hallmark, "cell_cycle": [f"{gmt}::TCA", "CDK1"], "tf": str(gmt)}
+    selector = load_gene_sets(spec)
+    for category, genes in read_gene_sets(spec).items():
+        assert selector[category] == tuple(genes)
+    assert len(read_gene_sets(hallmark)["HALLMARK_GLYCOLYSIS"]) == 200
+    assert (
+        read_gene_sets(hallmark)["HALLMARK_GLYCOLYSIS"]
+        == read_gmt(hallmark.split("::")[0])["HALLMARK_GLYCOLYSIS"]
+    )
+
+
+def test_grammar_errors(files, tmp_path):
+    gmt = files["gmt"]
+    missing = tmp_path / "nope" / "sets.gmt"
+    for spec in (missing, str(missing), [str(missing)], {"a": missing}, {"a": [str(missing)]}):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+            read_gene_sets(spec)
+    with pytest.raises(ValueError, match=r"term 'GL' not found.*Terms containing 'GL': \['GLY'\]"):
+        read_gene_sets(f"{gmt}::GL")
+    with pytest.raises(ValueError, match="term 'NOPE' not found"):
+        read_gene_sets({"x": f"{gmt}::NOPE"})
+    with pytest.raises(ValueError, match=r"is not a \.gmt file"):
+        read_gene_sets(f"{files['txt']}::TERM")
+    with pytest.raises(TypeError, match=r"`gene_sets` must be None, False, a dict, a path"):
+        read_gene_sets(3)
+    with pytest.raises(TypeError, match=r"`prior_gene_sets` must be None, False"):
+        read_gene_sets(True, param="prior_gene_sets")
+    with pytest.raises(TypeError, match=r"gene set 'x': expected a path"):
+        read_gene_sets({"x": 3})
+    with pytest.raises(TypeError, match=r"gene set 'x': items must be gene symbols"):
+        read_gene_sets({"x": ["SOX2", 7]})
+
+
+# ---------------------------------------------------------------- parsed once per process
+@pytest.fixture
+def parse_counts(monkeypatch):
+    """Count calls of the low-level parsers behind read_gmt and read_list."""
+    counts = {"gmt": 0, "list": 0}
+
+    def counting(kind, parse):
+        def wrapper(path):
+            counts[kind] += 1
+            return parse(path)
+
+        return wrapper
+
+    monkeypatch.setattr(_io, "_parse_gmt", counting("gmt", _io._parse_gmt))
+    monkeypatch.setattr(_io, "_parse_list", counting("list", _io._parse_list))
+    return counts
+
+
+def test_a_file_is_parsed_once(files, parse_counts, monkeypatch):
+    gmt, txt = files["gmt"], files["txt"]
+    first = read_gene_sets(gmt)
+    read_gene_sets([str(gmt), f"{gmt}::GLY"])
+    load_gene_sets({"metabolic": gmt, "cell_cycle": [f"{gmt}::TCA"]})
+    read_gmt(gmt)
+    monkeypatch.chdir(gmt.parent)  # the same file by a relative path
+    read_gene_sets(Path("m.gmt"))
+    read_list(txt)
+    read_gene_sets({"tf": txt})
+    assert parse_counts == {"gmt": 1, "list": 1}
+    # callers get fresh lists: changing one does not change the next answer
+    first["GLY"].append("CHANGED")
+    assert read_gene_sets(gmt)["GLY"] == ["HK2", "PKM"]
+
+
+def test_a_modified_file_is_read_again(files, parse_counts):
+    gmt = files["gmt"]
+    assert read_gene_sets(gmt)["GLY"] == ["HK2", "PKM"]
+    gmt.write_text("GLY\t-\tLDHA\n")  # new size
+    assert read_gene_sets(gmt) == {"GLY": ["LDHA"]}
+    assert parse_counts["gmt"] == 2
+    gmt.write_text("GLY\t-\tENO1\n")  # same size: the modification time tells
+    stat = gmt.stat()
+    os.utime(gmt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert read_gene_sets(gmt) == {"GLY": ["ENO1"]}
+    assert parse_counts["gmt"] == 3
+
+
+def test_bad_gmt_is_not_cached(tmp_path, parse_counts):
+    bad = tmp_path / "bad.gmt"
+    bad.write_text("no tabs here\n")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="line 1 is not GMT"):
+            read_gene_sets(bad)
+    assert parse_counts["gmt"] == 2

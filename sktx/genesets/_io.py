@@ -1,14 +1,14 @@
-"""Reading gene lists (plain text, GMT) and resolving old gene symbols."""
+"""Reading gene-list files (plain text, GMT), once per process, and resolving old symbols."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sktx.genesets._builtin import BUILTIN_GENE_SETS, CATEGORIES
-
-__all__ = ["ALIASES", "load_gene_sets", "read_gmt", "read_list", "resolve_aliases"]
+__all__ = ["ALIASES", "read_gmt", "read_list", "resolve_aliases"]
 
 #: Old or informal symbol -> current HGNC symbol. A short table of the renames
 #: that matter for the curated lists (Tirosh 2016 and Lambert 2018 predate them)
@@ -47,9 +47,11 @@ ALIASES: dict[str, str] = {
     "MARCH1": "MARCHF1",
 }
 
-_LIST_SUFFIXES = (".txt", ".grp", ".lst", ".tsv")
-_GMT_SUFFIX = ".gmt"
-_TERM_SEP = "::"
+# Parsed files by (kind, absolute path, mtime, size): GO BP takes ~0.15 s to parse and
+# several estimators (and every ProgressiveFit phase) ask for the same file.
+_CACHE_SIZE = 16
+_CACHE: OrderedDict[tuple, object] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 
 def _reverse_aliases() -> dict[str, list[str]]:
@@ -113,12 +115,63 @@ def _check_file(path: Path) -> Path:
     return path
 
 
+def _cached(kind: str, parse: Callable[[Path], object], path: Path):
+    """``parse(path)``, parsed once per process while the file is unchanged."""
+    path = _check_file(path)
+    stat = path.stat()
+    key = (kind, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = parse(path)
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def _clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _parse_list(path: Path) -> tuple[str, ...]:
+    genes: dict[str, None] = {}
+    with path.open() as fh:
+        for line in fh:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            genes[line.split()[0]] = None
+    return tuple(genes)
+
+
+def _parse_gmt(path: Path) -> dict[str, tuple[str, ...]]:
+    terms: dict[str, dict[str, None]] = {}
+    with path.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.rstrip("\r\n").split("\t")
+            if not fields[0].strip() or fields[0].startswith("#"):
+                continue
+            if len(fields) < 2:
+                raise ValueError(
+                    f"{str(path)!r} line {lineno} is not GMT: expected "
+                    "'term<TAB>description<TAB>gene...' (tab-separated)."
+                )
+            genes = terms.setdefault(fields[0], {})
+            genes.update(dict.fromkeys(g.strip() for g in fields[2:] if g.strip()))
+    return {term: tuple(genes) for term, genes in terms.items()}
+
+
 def read_list(path: str | os.PathLike) -> list[str]:
     """Read a plain-text gene list: one symbol per line.
 
     Blank lines and lines starting with ``#`` are skipped; text after a tab or
     space on a line (e.g. a second column) is ignored. Duplicates are dropped,
-    first occurrence kept.
+    first occurrence kept. A file is parsed once per process while its
+    modification time and size stay the same.
 
     Parameters
     ----------
@@ -137,15 +190,7 @@ def read_list(path: str | os.PathLike) -> list[str]:
     >>> read_list(p)
     ['SOX2', 'GATA1']
     """
-    path = _check_file(Path(path))
-    genes: dict[str, None] = {}
-    with path.open() as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            genes[line.split()[0]] = None
-    return list(genes)
+    return list(_cached("list", _parse_list, Path(path)))
 
 
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -153,7 +198,9 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
 
     Each line is ``term <tab> description <tab> gene <tab> gene ...``. Empty
     gene fields (Enrichr writes trailing tabs) are dropped; a term that
-    appears twice has its genes merged.
+    appears twice has its genes merged. A file is parsed once per process
+    while its modification time and size stay the same; each call returns
+    fresh lists.
 
     Parameters
     ----------
@@ -173,142 +220,4 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     >>> read_gmt(p)
     {'GLYCOLYSIS': ['HK2', 'PKM'], 'TCA': ['CS']}
     """
-    path = _check_file(Path(path))
-    terms: dict[str, dict[str, None]] = {}
-    with path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.rstrip("\r\n").split("\t")
-            if not fields[0].strip() or fields[0].startswith("#"):
-                continue
-            if len(fields) < 2:
-                raise ValueError(
-                    f"{str(path)!r} line {lineno} is not GMT: expected "
-                    "'term<TAB>description<TAB>gene...' (tab-separated)."
-                )
-            genes = terms.setdefault(fields[0], {})
-            genes.update(dict.fromkeys(g.strip() for g in fields[2:] if g.strip()))
-    return {term: list(genes) for term, genes in terms.items()}
-
-
-def _is_pathlike(item: object) -> bool:
-    if isinstance(item, os.PathLike):
-        return True
-    if not isinstance(item, str):
-        return False
-    # Only the suffix decides: symbols may contain '/' (``OCT3/4``).
-    return item.split(_TERM_SEP)[0].lower().endswith((*_LIST_SUFFIXES, _GMT_SUFFIX))
-
-
-def _read_path(item: str | os.PathLike) -> list[str]:
-    text = os.fspath(item)
-    base, _, term = text.partition(_TERM_SEP)
-    path = Path(base)
-    if path.suffix.lower() == _GMT_SUFFIX:
-        terms = read_gmt(path)
-        if not term:
-            genes: dict[str, None] = {}
-            for members in terms.values():
-                genes.update(dict.fromkeys(members))
-            return list(genes)
-        if term not in terms:
-            close = [t for t in terms if term.lower() in t.lower()][:5]
-            hint = f" Terms containing {term!r}: {close}." if close else ""
-            raise ValueError(
-                f"term {term!r} not found in {str(path)!r} ({len(terms)} terms, e.g. "
-                f"{list(terms)[:3]}).{hint} Write `'path.gmt::TERM'` with the exact name, or "
-                "the path alone for the union of all terms."
-            )
-        return terms[term]
-    if term:
-        raise ValueError(
-            f"{text!r}: the '::TERM' suffix selects a term of a .gmt file; {str(path)!r} "
-            "is not a .gmt file."
-        )
-    return read_list(path)
-
-
-def _read_source(category: str, source) -> tuple[str, ...]:
-    if isinstance(source, (str, os.PathLike)):
-        genes = _read_path(source)
-    elif isinstance(source, Mapping):
-        genes = [g for members in source.values() for g in members]
-    elif isinstance(source, Iterable):
-        genes = []
-        for item in source:
-            if _is_pathlike(item):
-                genes.extend(_read_path(item))
-            elif isinstance(item, str):
-                genes.append(item)
-            else:
-                raise TypeError(
-                    f"gene set {category!r}: items must be gene symbols or file paths, got "
-                    f"{type(item).__name__} {item!r}."
-                )
-    else:
-        raise TypeError(
-            f"gene set {category!r}: expected a path (.txt/.gmt), a list of symbols or "
-            f"paths, or a dict of term -> genes; got {type(source).__name__}."
-        )
-    return tuple(dict.fromkeys(str(g) for g in genes))
-
-
-def load_gene_sets(
-    spec: Mapping[str, object] | None = None, *, categories: Iterable[str] | None = CATEGORIES
-) -> dict[str, tuple[str, ...]]:
-    """Build the category -> genes mapping used by :class:`~sktx.selection.GeneSelector`.
-
-    Parameters
-    ----------
-    spec : dict, optional
-        ``{category: source}``. Categories not in ``spec`` keep their built-in
-        list (:data:`BUILTIN_GENE_SETS`); ``None`` returns the built-ins. A
-        source is one of:
-
-        - a path to a plain-text list (``.txt``; one symbol per line, ``#``
-          comments) or to a ``.gmt`` file (the union of all its terms);
-        - ``"path.gmt::TERM"``: only that term of a GMT file;
-        - a list/tuple of gene symbols, of paths, or of both (their union); in a
-          list, a string is a path when it ends in ``.txt``, ``.grp``, ``.lst``,
-          ``.tsv`` or ``.gmt`` (optionally followed by ``::TERM``);
-        - a dict ``{term: genes}`` (its union).
-
-        A plain string is always read as a path; pass symbols in a list.
-    categories : iterable of str or None, default=("tf", "cell_cycle", "metabolic", "pluripotency")
-        Allowed keys; ``None`` allows any key (e.g. for your own analyses).
-
-    Returns
-    -------
-    dict of str to tuple of str
-        Genes per category, de-duplicated, in file order. Symbols are returned
-        as written; :func:`resolve_aliases` maps them to a dataset.
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming the missing file.
-    ValueError
-        For an unknown category or GMT term.
-
-    Examples
-    --------
-    >>> sets = load_gene_sets({"tf": ["SOX2", "GATA1"], "metabolic": []})
-    >>> sets["tf"], sets["metabolic"], len(sets["cell_cycle"]) > 0
-    (('SOX2', 'GATA1'), (), True)
-    """
-    allowed = None if categories is None else tuple(categories)
-    spec = {} if spec is None else spec
-    if not isinstance(spec, Mapping):
-        raise TypeError(
-            f"`gene_sets` must be a dict {{category: source}}, got {type(spec).__name__}; "
-            "e.g. `gene_sets={'tf': 'human_tfs.txt'}`."
-        )
-    if allowed is not None:
-        unknown = [k for k in spec if k not in allowed]
-        if unknown:
-            raise ValueError(
-                f"unknown gene-set categories {unknown}; known categories: {list(allowed)}."
-            )
-    out = {k: v for k, v in BUILTIN_GENE_SETS.items() if allowed is None or k in allowed}
-    for category, source in spec.items():
-        out[category] = _read_source(category, source)
-    return out
+    return {term: list(genes) for term, genes in _cached("gmt", _parse_gmt, Path(path)).items()}

@@ -19,13 +19,14 @@ softmax over neighbours is an ordinary softmax and the CSR pattern is regular.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
+
+from sktx.genesets import read_gene_sets
 
 __all__ = [
     "GeneGraph",
@@ -113,14 +114,16 @@ def hash_genes(genes: Sequence[str], n_buckets: int = 2**14, n_hashes: int = 2) 
 
 
 def prior_gene_sets(gene_sets=None) -> dict[str, list[str]]:
-    """Normalise the ``gene_sets`` argument into ``{name: [genes]}``.
+    """Read the ``gene_sets`` argument into ``{name: [genes]}``.
 
     Parameters
     ----------
-    gene_sets : None, False, dict, str, Path or list of those
-        ``None``: the built-in curated lists (``sktx.genesets.BUILTIN_GENE_SETS``);
-        ``False``: no prior; a dict of name -> genes; a path to a GMT file or a
-        one-gene-per-line text file; or a list mixing these.
+    gene_sets : None, False, str, path, dict or list of those
+        Read by :func:`sktx.genesets.read_gene_sets` (the one ``gene_sets``
+        grammar): ``None``: the built-in curated lists
+        (``sktx.genesets.BUILTIN_GENE_SETS``); ``False``: no prior; a GMT file
+        (every term), ``"file.gmt::TERM"`` or a one-gene-per-line text file; a
+        dict of name -> genes (or a path); or a list mixing these.
 
     Returns
     -------
@@ -131,30 +134,7 @@ def prior_gene_sets(gene_sets=None) -> dict[str, list[str]]:
     >>> prior_gene_sets({"a": ["X", "Y"]})
     {'a': ['X', 'Y']}
     """
-    if gene_sets is False:
-        return {}
-    if gene_sets is None:
-        from sktx.genesets import BUILTIN_GENE_SETS
-
-        return {k: list(v) for k, v in BUILTIN_GENE_SETS.items()}
-    if isinstance(gene_sets, Mapping):
-        return {str(k): [str(g) for g in v] for k, v in gene_sets.items()}
-    if isinstance(gene_sets, (str, Path)):
-        from sktx.genesets import read_gmt, read_list
-
-        path = Path(gene_sets)
-        if path.suffix.lower() == ".gmt":
-            return read_gmt(path)
-        return {path.stem: read_list(path)}
-    if isinstance(gene_sets, Iterable):
-        merged: dict[str, list[str]] = {}
-        for item in gene_sets:
-            merged.update(prior_gene_sets(item))
-        return merged
-    raise TypeError(
-        f"`gene_sets` must be None, False, a dict, a path or a list of those; got "
-        f"{type(gene_sets).__name__}."
-    )
+    return read_gene_sets(gene_sets)
 
 
 def gene_set_embedding(

@@ -174,6 +174,23 @@ def test_linear_baseline_gmt_file(genesets_dir, norman):
     assert (pred.X >= 0).all()
 
 
+def test_linear_baseline_reads_the_gene_sets_grammar(logsim, tmp_path):
+    genes = list(logsim.var_names)
+    prior = {f"set{i}": [*genes[i : i + 6], f"UNMEASURED{i % 3}"] for i in range(0, 100, 4)}
+    gmt = tmp_path / "prior.gmt"
+    gmt.write_text("".join(f"{k}\tdesc\t" + "\t".join(v) + "\n" for k, v in prior.items()))
+    from_dict = LinearBaseline(n_components=3, prior_gene_sets=prior).fit(logsim)
+    for spec in (gmt, str(gmt), [str(gmt)], {k: f"{gmt}::{k}" for k in prior}):
+        model = LinearBaseline(n_components=3, prior_gene_sets=spec).fit(logsim)
+        np.testing.assert_array_equal(model.coef_, from_dict.coef_)
+    # None (the default) and False: no prior
+    assert LinearBaseline(prior_gene_sets=False).fit(logsim).prior_embedding_ is None
+    with pytest.raises(ValueError, match="needs at least 2"):
+        LinearBaseline(prior_gene_sets=f"{gmt}::set0").fit(logsim)
+    with pytest.raises(FileNotFoundError, match=r"`prior_gene_sets`: .*nope\.gmt"):
+        LinearBaseline(prior_gene_sets=[str(gmt), str(tmp_path / "nope.gmt")]).fit(logsim)
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [

@@ -88,6 +88,30 @@ def test_gene_set_embedding_and_reader(tmp_path):
         prior_gene_sets(str(tmp_path / "missing.gmt"))
 
 
+def test_prior_gene_sets_is_the_shared_grammar(tmp_path, monkeypatch):
+    from sktx.genesets import _io, read_gene_sets
+
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("a\tdesc\tG0\tG1\tG2\nb\tdesc\tG5\tG6\n")
+    specs = [str(gmt), f"{gmt}::b", {"p": f"{gmt}::a", "q": ["G7", "G8"]}, [gmt, {"c": ["G9"]}]]
+    for spec in specs:
+        assert prior_gene_sets(spec) == read_gene_sets(spec)
+    assert prior_gene_sets(f"{gmt}::b") == {"b": ["G5", "G6"]}
+    # the graph and every later reader share one parse of the file
+    calls = []
+    parse = _io._parse_gmt
+    monkeypatch.setattr(_io, "_parse_gmt", lambda path: calls.append(path) or parse(path))
+    gmt.write_text("a\tdesc\tG0\tG1\tG2\tG3\nb\tdesc\tG5\tG6\n")  # a new version
+    X, genes = _coexpressed(), [f"G{i}" for i in range(12)]
+    first = build_gene_graph(X, genes, n_neighbors=4, gene_sets=str(gmt))
+    again = build_gene_graph(X, genes, n_neighbors=4, gene_sets=gmt)
+    prior_gene_sets(str(gmt))
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.neighbors, again.neighbors)
+    with pytest.raises(TypeError, match="`gene_sets` must be None, False"):
+        prior_gene_sets(3.5)
+
+
 def test_builtin_gene_sets_are_used_by_default():
     sets = prior_gene_sets(None)
     assert sets and all(isinstance(v, list) for v in sets.values())

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from sktx.baselines._base import _Baseline, split_targets
+from sktx.genesets import read_gene_sets
 
 __all__ = ["LinearBaseline"]
-
-
-def _read_gmt(path) -> dict[str, list[str]]:
-    sets = {}
-    for line in Path(path).read_text().splitlines():
-        fields = line.rstrip("\n").split("\t")
-        if len(fields) >= 3:
-            sets[fields[0]] = [g for g in fields[2:] if g]
-    return sets
 
 
 def _prior_embedding(gene_sets: Mapping[str, list[str]], k: int) -> pd.DataFrame:
@@ -62,10 +53,13 @@ class LinearBaseline(_Baseline):
     gene_embedding : DataFrame, optional
         Prior gene embedding, genes (index) x dimensions; describes targets that
         are not measured.
-    prior_gene_sets : str, Path or mapping, optional
-        A GMT file (or ``{set name: genes}``) whose gene x set membership
-        matrix is reduced by truncated SVD to ``n_prior_components`` dimensions;
-        used when ``gene_embedding`` is None.
+    prior_gene_sets : str, Path, dict or list, optional
+        Gene sets in the ``gene_sets`` grammar of
+        :func:`sktx.genesets.read_gene_sets` (a GMT file, ``"file.gmt::TERM"``,
+        ``{set name: genes}``, a list of these), except that ``None`` (the
+        default) and ``False`` mean no prior. Their gene x set membership
+        matrix is reduced by truncated SVD to ``n_prior_components``
+        dimensions; used when ``gene_embedding`` is None.
     n_prior_components : int, default=10
         Dimensions kept from ``prior_gene_sets``.
     perturbation_key : str, default="target_gene"
@@ -161,16 +155,19 @@ class LinearBaseline(_Baseline):
             emb = self.gene_embedding.astype(float)
             return emb[~emb.index.duplicated()]
         if self.prior_gene_sets is None:
+            return None  # no prior here; in the gene_sets grammar None means the built-ins
+        try:
+            sets = read_gene_sets(self.prior_gene_sets, param="prior_gene_sets")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"`prior_gene_sets`: {exc}") from None
+        if not sets:
             return None
-        sets = self.prior_gene_sets
-        if isinstance(sets, (str, Path)):
-            if not Path(sets).exists():
-                raise FileNotFoundError(
-                    f"`prior_gene_sets` file {str(sets)!r} not found; pass a GMT path or a "
-                    "mapping {set name: [genes]}."
-                )
-            sets = _read_gmt(sets)
-        return _prior_embedding(dict(sets), self.n_prior_components)
+        if len(sets) < 2:
+            raise ValueError(
+                f"`prior_gene_sets` holds {len(sets)} gene set ({list(sets)}); the prior "
+                "embedding needs at least 2. A GMT file must be named '*.gmt'."
+            )
+        return _prior_embedding(sets, self.n_prior_components)
 
     def _embed(self, label: str) -> np.ndarray:
         G, E = self.gene_embedding_, self.prior_embedding_

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sktx._scoring import SCORE_DOC, delta_mse_score
 from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
 from sktx.nn import predict_cells
 from sktx.regressor._training import _threads
@@ -163,42 +164,9 @@ class PredictMixin:
         return pd.DataFrame(np.array(rows), index=index, columns=state.genes)
 
     def score(self, X, y=None) -> float:
-        """Negative mean squared error of pseudobulk deltas on the perturbed cells of ``X``.
+        return delta_mse_score(self, self._prepare(X, require_control=True))
 
-        Each perturbation (per cell type) is predicted from the control cells
-        of ``X``; its delta (mean predicted - mean control) is compared with
-        the observed delta (mean perturbed - mean control). Higher is better,
-        as scikit-learn scorers expect.
-
-        Parameters
-        ----------
-        X : AnnData
-            Control and perturbed cells.
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        float
-        """
-        Xq, labels, is_control, cts, state = self._query(X)
-        truth = CellGroups.from_labels(labels, is_control, cts)
-        missing = sorted(set(truth.cell_types) - set(truth.control_rows))
-        if missing or not truth.labels:
-            raise DataContractError(
-                "`score` needs perturbed cells and control cells of the same cell type in `X`; "
-                f"cell types without controls: {missing}."
-            )
-        # query = the controls of each cell type, relabelled with each perturbation
-        q_rows = [truth.control_rows[ct] for ct in truth.cell_types]
-        query = CellGroups(truth.labels, truth.cell_types, q_rows, truth.control_rows)
-        pred = self._group_deltas(Xq, query, state).to_numpy()
-        errs = []
-        for j, rows in enumerate(truth.rows):
-            ctrl = np.asarray(Xq[truth.control_rows[truth.cell_types[j]]].mean(0)).ravel()
-            obs = np.asarray(Xq[rows].mean(0)).ravel() - ctrl
-            errs.append(np.mean((pred[j] - obs) ** 2))
-        return -float(np.mean(errs))
+    score.__doc__ = SCORE_DOC
 
 
 def _row_means(X, rows_list) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 from skorch.callbacks import Callback
 
 from sktx import cli
+from sktx.cli import _estimator
 from sktx.regressor import PerturbationRegressor
 
 
@@ -46,7 +47,7 @@ def main() -> None:
             callbacks=[slow(marker)],
         )
 
-    cli._build_estimator = build
+    _estimator._build_estimator = build
     cli.main(sys.argv[2:])
 
 

@@ -16,9 +16,8 @@ import pytest
 from skorch.callbacks import Callback
 from typer.testing import CliRunner
 
-import sktx.cli as cli
-from sktx._validation import log_normalize
-from sktx.cli import app
+from sktx import log_normalize
+from sktx.cli import _app, _estimator, _io, app
 
 runner = CliRunner()
 COMMANDS = ["train", "demo", "predict", "evaluate", "select", "report"]
@@ -48,7 +47,7 @@ def fast_model(monkeypatch):
     from sktx.baselines import LinearBaseline
 
     monkeypatch.setattr(
-        cli, "_build_estimator", lambda cfg, quiet: LinearBaseline(**asdict(cfg.keys))
+        _estimator, "_build_estimator", lambda cfg, quiet: LinearBaseline(**asdict(cfg.keys))
     )
 
 
@@ -147,7 +146,7 @@ def test_missing_file(args, tmp_path, monkeypatch):
 def test_debug_shows_traceback(tmp_path):
     result = _run("train", "--data", tmp_path / "nope.h5ad", "--out", tmp_path / "r", "--debug")
     assert result.exit_code != 0
-    assert isinstance(result.exception, cli.BadInput)
+    assert isinstance(result.exception, _app.BadInput)
 
 
 def test_bad_key_is_one_line(sim_file, tmp_path, fast_model):
@@ -172,18 +171,18 @@ def test_resume_without_checkpoint(tmp_path):
 
 
 def test_subsample_is_stratified(sim):
-    out = cli._subsample(sim, 200, "target_gene", seed=0)
+    out = _io._subsample(sim, 200, "target_gene", seed=0)
     assert out.n_obs <= 200
     full = sim.obs["target_gene"].value_counts(normalize=True)
     part = out.obs["target_gene"].value_counts(normalize=True)
     assert set(part.index) == set(full.index)  # every perturbation kept
     assert np.abs(part.reindex(full.index) - full).max() < 0.02
-    assert cli._subsample(sim, 10**6, "target_gene", seed=0) is sim
+    assert _io._subsample(sim, 10**6, "target_gene", seed=0) is sim
 
 
 def test_split_holds_out_perturbations(sim):
-    keys = cli.Keys()
-    train, test = cli._split(sim, keys, 0.25, seed=0)
+    keys = _io.Keys()
+    train, test = _io._split(sim, keys, 0.25, seed=0)
     train_p = set(train.obs["target_gene"]) - {"non-targeting"}
     test_p = set(test.obs["target_gene"]) - {"non-targeting"}
     assert test_p and not (train_p & test_p)
@@ -312,7 +311,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
             callbacks=[CtrlCAfterFirstEpoch()],
         )
 
-    monkeypatch.setattr(cli, "_build_estimator", build)
+    monkeypatch.setattr(_estimator, "_build_estimator", build)
     run = tmp_path / "run"
     args = ["train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines"]
     result = _run(*args)

@@ -1,0 +1,262 @@
+"""Files in and out of the command line: label detection, reading, subsampling, splitting.
+
+Every call into the data layer (``load_h5ad``, ``validate_adata``, ``is_log_normalized``,
+``log_normalize``) is made in this module only, in :func:`_load`, :func:`_load_query` and
+:func:`_load_pred`, so the command line can move to a new data layer in one place.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sktx.cli._app import BadInput, _echo
+
+DEMO = "demo"
+_MODEL_FILE = "model.pkl"
+_CHECKPOINT_FILE = "checkpoint.pkl"
+# The embedded demo screen: big enough to show held-out quality, small enough
+# that `make demo` (simulate, select, train, 5 baselines, report) takes minutes on 2 cores.
+# It simulates as many genes as the model uses, so every held-out target is measured.
+_DEMO_SIM = {"n_perturbations": 24, "n_combinations": 8}
+_DEMO_CELLS = 4000
+
+
+@dataclass
+class Keys:
+    perturbation_key: str = "target_gene"
+    control_label: str = "non-targeting"
+    cell_type_key: str | None = None
+
+
+# Tried in order when a label option is not given (common Perturb-seq conventions).
+_PERT_KEYS = ("target_gene", "perturbation", "gene", "target", "condition", "guide_target")
+_CONTROLS = ("non-targeting", "control", "ctrl", "NT", "non_targeting", "Non-Targeting")
+_CELL_TYPE_KEYS = ("cell_type", "celltype", "cell_line")
+
+
+def _detect_keys(path: str, pkey: str | None, ctrl: str | None, ctkey: str | None):
+    """Fill label options the user did not give from the file's ``obs`` (read backed)."""
+    import anndata as ad
+
+    try:
+        backed = ad.read_h5ad(path, backed="r")
+    except (OSError, ValueError, KeyError):
+        return pkey, ctrl, ctkey, []  # unreadable: the loader reports it
+    try:
+        obs = backed.obs
+        found = []
+        if pkey is None:
+            pkey = next((k for k in _PERT_KEYS if k in obs.columns), None)
+            if pkey not in (None, "target_gene"):
+                found.append(f"--perturbation-key {pkey}")
+        if ctrl is None and pkey in obs.columns:
+            labels = set(obs[pkey].astype(str).unique().tolist())
+            ctrl = next((c for c in _CONTROLS if c in labels), None)
+            if ctrl not in (None, "non-targeting"):
+                found.append(f"--control-label {ctrl}")
+        if ctkey is None:
+            ctkey = next((k for k in _CELL_TYPE_KEYS if k in obs.columns), None)
+            if ctkey is not None:
+                found.append(f"--cell-type-key {ctkey}")
+    finally:
+        backed.file.close()
+    return pkey, ctrl, ctkey, found
+
+
+def _keys_for(
+    data: str,
+    pkey: str | None,
+    ctrl: str | None,
+    ctkey: str | None,
+    *,
+    quiet: bool = True,
+) -> Keys:
+    if data == DEMO:
+        # The simulator writes these; a user's flags would only break the demo.
+        return Keys("target_gene", "non-targeting", None)
+    if Path(data).is_file() and None in (pkey, ctrl, ctkey):
+        pkey, ctrl, ctkey, found = _detect_keys(data, pkey, ctrl, ctkey)
+        if found:
+            _echo(quiet, f"using {' '.join(found)} (found in the file; pass options to override)")
+    return Keys(pkey or "target_gene", ctrl or "non-targeting", ctkey)
+
+
+def _existing_file(path: str | Path, option: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{option}: file {str(path)!r} not found")
+    if path.is_dir():
+        raise BadInput(f"{option}: {str(path)!r} is a directory, expected an .h5ad file")
+    return path
+
+
+def _gene_set_paths(paths: list[Path] | None) -> list[str] | None:
+    if not paths:
+        return None
+    return [str(_existing_file(p, "--gene-sets")) for p in paths]
+
+
+# Reading data (the data-layer calls) ----------------------------------------------------------
+
+
+def _load(
+    data: str,
+    keys: Keys,
+    *,
+    n_cells: int | None,
+    seed: int,
+    n_genes: int = 500,
+    option: str = "--data",
+):
+    """Read ``data`` (a .h5ad file or ``demo``) as log1p AnnData following the contract."""
+    from sktx import log_normalize
+    from sktx.datasets import load_h5ad, make_perturbseq
+
+    if data == DEMO:
+        # Real symbols so the selector's curated categories (TFs, cell cycle, ...) apply.
+        try:
+            adata = make_perturbseq(
+                n_cells=n_cells or _DEMO_CELLS,
+                n_genes=n_genes,
+                gene_names="symbols",
+                random_state=seed,
+                **_DEMO_SIM,
+            )
+        except ImportError:  # no built-in gene sets in this installation
+            adata = make_perturbseq(
+                n_cells=n_cells or _DEMO_CELLS, n_genes=n_genes, random_state=seed, **_DEMO_SIM
+            )
+        return log_normalize(adata)
+    path = _existing_file(data, option)
+    try:
+        return load_h5ad(
+            path,
+            perturbation_key=keys.perturbation_key,
+            control_label=keys.control_label,
+            cell_type_key=keys.cell_type_key,
+        )
+    except OSError as exc:
+        raise BadInput(f"{option}: cannot read {str(path)!r} as .h5ad ({exc})") from None
+
+
+def _load_query(data: str, keys: Keys):
+    """Query cells: need the perturbation labels, not control cells; log1p like training."""
+    import anndata as ad
+
+    from sktx import is_log_normalized, log_normalize, validate_adata
+
+    path = _existing_file(data, "--data")
+    try:
+        query = ad.read_h5ad(path)
+    except OSError as exc:
+        raise BadInput(f"--data: cannot read {str(path)!r} as .h5ad ({exc})") from None
+    validate_adata(query, **asdict(keys), require_control=False)
+    return query if is_log_normalized(query) else log_normalize(query)
+
+
+def _load_pred(pred: str, keys: Keys):
+    """Predicted cells as written (not checked against the contract); returns (path, AnnData)."""
+    import anndata as ad
+
+    pred_path = _existing_file(pred, "--pred")
+    pred_ad = ad.read_h5ad(pred_path)
+    if keys.perturbation_key not in pred_ad.obs:
+        raise BadInput(
+            f"--pred: `obs[{keys.perturbation_key!r}]` not found; pass --perturbation-key"
+        )
+    return pred_path, pred_ad
+
+
+# Shaping data ---------------------------------------------------------------------------------
+
+
+def _subsample(adata, n_cells: int | None, key: str, seed: int):
+    """At most ``n_cells`` cells, each perturbation keeping its share (at least one cell)."""
+    if n_cells is None or n_cells >= adata.n_obs:
+        return adata
+    rng = np.random.RandomState(seed)
+    labels = adata.obs[key].astype(str).to_numpy()
+    uniq, codes = np.unique(labels, return_inverse=True)
+    counts = np.bincount(codes)
+    want = np.maximum(1, np.floor(counts * n_cells / adata.n_obs)).astype(int)
+    keep = [
+        rng.choice(np.flatnonzero(codes == i), want[i], replace=False) for i in range(len(uniq))
+    ]
+    return adata[np.sort(np.concatenate(keep))].copy()
+
+
+def _split(adata, keys: Keys, holdout: float, seed: int):
+    """Hold out a fraction of the perturbations; controls go to both sides."""
+    from sktx.model_selection import PerturbationSplit
+
+    perts = set(adata.obs[keys.perturbation_key].astype(str)) - {keys.control_label}
+    if len(perts) < 2:
+        raise BadInput(
+            f"need at least 2 perturbations to hold some out, found {len(perts)} in "
+            f"`obs[{keys.perturbation_key!r}]`"
+        )
+    n_splits = int(min(len(perts), max(2, round(1 / holdout))))
+    cv = PerturbationSplit(
+        n_splits,
+        shuffle=True,
+        random_state=seed,
+        perturbation_key=keys.perturbation_key,
+        control_label=keys.control_label,
+    )
+    train_idx, test_idx = next(cv.split(adata))
+    return adata[train_idx].copy(), adata[test_idx].copy()
+
+
+def _summary(adata, train, test, keys: Keys, source: str) -> dict:
+    labels = adata.obs[keys.perturbation_key].astype(str)
+    heldout = sorted(set(test.obs[keys.perturbation_key].astype(str)) - {keys.control_label})
+    trained = sorted(set(train.obs[keys.perturbation_key].astype(str)) - {keys.control_label})
+    out = {
+        "source": source,
+        "cells": int(adata.n_obs),
+        "genes measured": int(adata.n_vars),
+        "control cells": int((labels == keys.control_label).sum()),
+        "perturbations": int(labels.nunique() - 1),
+        "combinations (A+B)": int(sum("+" in p for p in set(labels) - {keys.control_label})),
+        "training cells": int(train.n_obs),
+        "training perturbations": len(trained),
+        "held-out cells (incl. controls)": int(test.n_obs),
+        "heldout_perturbations": heldout,
+        "train_perturbations": trained,
+    }
+    if keys.cell_type_key:
+        out["cell types"] = sorted(set(adata.obs[keys.cell_type_key].astype(str)))
+    return out
+
+
+# Model files ----------------------------------------------------------------------------------
+
+
+def _save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+
+
+def _load_pickle(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            obj = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
+        # an empty/partial/garbage file must not surface as a traceback (or as "aborted":
+        # click turns a bare EOFError into Abort)
+        raise BadInput(
+            f"{str(path)!r} is corrupt or incomplete ({type(exc).__name__}: {exc}); "
+            "delete it and train again"
+        ) from None
+    if not hasattr(obj, "fit"):
+        raise BadInput(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a fitted sktx model; "
+            "delete it and train again"
+        )
+    return obj

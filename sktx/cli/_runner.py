@@ -1,0 +1,315 @@
+"""One experiment, as ``sktx train`` and ``sktx demo`` run it (and benchmarks can).
+
+load -> subsample -> split by perturbation -> fit -> baselines -> evaluate -> run directory.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sktx.cli._app import BadInput, Strategy, _echo
+from sktx.cli._estimator import _fit, _history, _make, _phase_plan, _selector
+from sktx.cli._io import (
+    _CHECKPOINT_FILE,
+    _MODEL_FILE,
+    DEMO,
+    Keys,
+    _existing_file,
+    _load,
+    _save,
+    _split,
+    _subsample,
+    _summary,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Options of one run; written to ``config.json`` (labels flattened into it).
+
+    ``name``, ``model_name`` (and ``phases`` of a progressive run) are filled in by
+    :func:`run_experiment`.
+    """
+
+    data: str
+    out: str
+    strategy: str = "standard"
+    genes: int = 3000
+    cells: int | None = 10000
+    epochs: int = 20
+    phases: list[int] | None = None
+    holdout: float = 0.2
+    precision: str = "auto"
+    checkpointing: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    baselines: bool = True
+    gene_sets: list[str] | None = None
+    keys: Keys = field(default_factory=Keys)
+    name: str = ""
+    model_name: str = ""
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out.update(out.pop("keys"))
+        return out
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns (everything is also saved in ``run_dir``).
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run directory (``model.pkl``, ``config.json``, ``metrics.csv``, ``report.html``...).
+    metrics : DataFrame
+        Models (index) x metrics, averaged over the scored held-out perturbations.
+    fit_seconds : float
+        Wall time of fitting (or resuming) the model.
+    total_seconds : float
+        Wall time from the start to the end of evaluation (``data.json``'s total).
+    estimator : object
+        The fitted estimator (Pipeline or ProgressiveFit), as saved in ``model.pkl``.
+    """
+
+    run_dir: Path
+    metrics: pd.DataFrame
+    fit_seconds: float
+    total_seconds: float
+    estimator: Any
+
+
+# Baselines ------------------------------------------------------------------------------------
+
+
+def _baselines(cfg: TrainConfig) -> dict:
+    """The baselines a run scores, in table order: sktx.baselines.BASELINES, the one list."""
+    try:
+        from sktx.baselines import BASELINES
+    except ImportError:
+        return {}
+    keys = asdict(cfg.keys)
+    return {
+        label: _make(factory, random_state=cfg.seed, **keys) for label, factory in BASELINES.items()
+    }
+
+
+# Evaluation -----------------------------------------------------------------------------------
+
+_UNKNOWN = re.compile(r"no embedding for target gene\(s\) (\[[^\]]*\])")
+
+
+def _predict_each(estimator, query, key: str):
+    """Predict the query; perturbations the model rejects are dropped and reported.
+
+    Returns the prediction, ``{label: reason}`` of dropped perturbations and the target
+    genes the model predicted without an embedding (it warns about those).
+    """
+    import anndata as ad
+
+    def run(q):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = estimator.predict(q)
+        for w in caught:
+            match = _UNKNOWN.search(str(w.message))
+            if match:
+                unknown.update(ast.literal_eval(match.group(1)))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return pred
+
+    unknown: set[str] = set()
+    try:
+        return run(query), {}, sorted(unknown)
+    except ValueError:
+        pass
+    preds, failed = [], {}
+    labels = query.obs[key].astype(str).to_numpy()
+    for label in sorted(set(labels.tolist())):
+        try:
+            preds.append(run(query[labels == label].copy()))
+        except ValueError as exc:
+            failed[label] = str(exc).strip().splitlines()[0]
+    if not preds:
+        raise BadInput(f"the model could predict none of the held-out perturbations: {failed}")
+    return ad.concat(preds, merge="same"), failed, sorted(unknown)
+
+
+def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[dict, list[str]]:
+    """Predict the held-out perturbations with the model and each baseline and score them."""
+    from sktx.model_selection import make_query
+    from sktx.report import evaluate_predictions
+
+    keys = asdict(cfg.keys)
+    key = cfg.keys.perturbation_key
+    query = make_query(test, random_state=cfg.seed, **keys)
+    pred, failed, unknown = _predict_each(estimator, query, key)
+    notes = []
+    if unknown:
+        notes.append(
+            f"{len(unknown)} held-out target gene(s) have no embedding in {cfg.model_name} "
+            f"({', '.join(unknown)}): not among the modelled genes, not in the prior gene "
+            "sets, never perturbed in training. Their perturbations were predicted from the "
+            "model's baseline and its response to an anonymous target. `--gene-sets` with a "
+            "comprehensive GMT such as GO BP embeds such targets."
+        )
+        _echo(quiet, "note: " + notes[-1])
+    if failed:
+        # Score every model on the same perturbations: those the model could predict.
+        keep_q = ~query.obs[key].astype(str).isin(failed).to_numpy()
+        keep_t = ~test.obs[key].astype(str).isin(failed).to_numpy()
+        query, test = query[keep_q].copy(), test[keep_t].copy()
+        first = next(iter(sorted(failed.items())))
+        notes.append(
+            f"{cfg.model_name} could not predict {len(failed)} of the held-out perturbations "
+            f"({', '.join(sorted(failed))}); they are left out of every model's scores. "
+            f"For {first[0]}: {first[1]} With the command line: `--gene-sets` with a "
+            "comprehensive GMT such as GO BP lets the model embed such targets."
+        )
+        _echo(quiet, "note: " + notes[-1])
+    preds = {cfg.model_name: pred}
+    genes = list(pred.var_names)
+    if cfg.baselines:
+        for label, base in _baselines(cfg).items():
+            t0 = time.perf_counter()
+            base.fit(train[:, genes].copy())
+            preds[label] = base.predict(query[:, genes].copy())
+            seconds = time.perf_counter() - t0
+            _echo(quiet, f"  baseline {label:<14} fitted and predicted in {seconds:.1f} s")
+    scores = evaluate_predictions(test, preds, **keys)
+    scores["scored_perturbations"] = sorted(
+        set(test.obs[key].astype(str)) - {cfg.keys.control_label}
+    )
+    return scores, notes
+
+
+# The run --------------------------------------------------------------------------------------
+
+
+def run_experiment(
+    cfg: TrainConfig, *, quiet: bool = True, resume: bool = False
+) -> ExperimentResult:
+    """Train with held-out perturbations, score the model and baselines, write a run directory.
+
+    The work of ``sktx train`` and ``sktx demo``: read ``cfg.data`` (an .h5ad file or
+    ``"demo"``), subsample to ``cfg.cells``, hold out ``cfg.holdout`` of the perturbations,
+    fit gene selection + model, predict the held-out perturbations with the model and each
+    baseline, score them and write ``cfg.out`` (``config.json``, ``model.pkl``,
+    ``metrics.csv``/``.json``, ``per_perturbation.csv``, ``report.html``/``.md``, ...).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        The run's options. ``cfg.name``, ``cfg.model_name`` and, for a progressive run,
+        ``cfg.phases`` are filled in.
+    quiet : bool, default=True
+        No progress lines, bars or notes on stdout.
+    resume : bool, default=False
+        Continue from ``checkpoint.pkl`` in ``cfg.out`` (left by Ctrl-C).
+
+    Returns
+    -------
+    ExperimentResult
+        Run directory, metrics table, timings and the fitted estimator.
+
+    Raises
+    ------
+    BadInput, ValueError, OSError
+        Bad options or input data (the command line prints them as one line).
+    typer.Exit
+        With status 130 when training was interrupted (Ctrl-C, SIGTERM).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sktx.cli._runner import TrainConfig, run_experiment
+    >>> out = tempfile.mkdtemp()
+    >>> cfg = TrainConfig(data="demo", out=out, genes=40, cells=300, epochs=1)
+    >>> result = run_experiment(cfg)  # doctest: +SKIP
+    >>> list(result.metrics.index)  # doctest: +SKIP
+    ['PerturbationRegressor', 'control', 'mean', 'additive', 'additive_joint', 'linear']
+    """
+    from sktx.report import RunRecord, write_report
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    if cfg.data != DEMO:
+        _existing_file(cfg.data, "--data")
+    if resume and not (out / _CHECKPOINT_FILE).exists():
+        raise BadInput(f"--resume: no {_CHECKPOINT_FILE} in {str(out)!r}; nothing to resume")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.name = cfg.name or out.resolve().name
+    cfg.model_name = "ProgressiveFit" if cfg.strategy == "progressive" else "PerturbationRegressor"
+    if cfg.strategy == Strategy.progressive.value:
+        cfg.phases = _phase_plan(cfg)
+    source = "simulated (sktx.datasets.make_perturbseq)" if cfg.data == DEMO else str(cfg.data)
+    _echo(quiet, f"loading {source} ...")
+    adata = _load(
+        cfg.data,
+        cfg.keys,
+        n_cells=cfg.cells if cfg.data == DEMO else None,
+        n_genes=max(cfg.genes, 50),
+        seed=cfg.seed,
+    )
+    adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
+    train, test = _split(adata, cfg.keys, cfg.holdout, cfg.seed)
+    summary = _summary(adata, train, test, cfg.keys, source)
+    heldout = summary["heldout_perturbations"]
+    _echo(
+        quiet,
+        f"{summary['cells']} cells x {summary['genes measured']} genes, "
+        f"{summary['perturbations']} perturbations; holding out {len(heldout)}: "
+        + ", ".join(heldout[:8])
+        + (" ..." if len(heldout) > 8 else ""),
+    )
+    (out / "config.json").write_text(json.dumps(cfg.as_json(), indent=2) + "\n")
+    _echo(
+        quiet,
+        f"training {cfg.model_name} ({cfg.strategy}, {cfg.genes} genes, {cfg.epochs} epochs) ...",
+    )
+    t_fit = time.perf_counter()
+    estimator = _fit(cfg, train, out, quiet=quiet, resume=resume)
+    fit_seconds = time.perf_counter() - t_fit
+    _save(estimator, out / _MODEL_FILE)
+    sel = _selector(estimator)
+    categories = getattr(sel, "categories_", None)
+    if categories is not None:
+        summary["genes_per_category"] = categories["category"].value_counts().to_dict()
+        summary["genes selected"] = len(categories)
+    _echo(quiet, f"trained in {fit_seconds:.1f} s; evaluating on held-out perturbations ...")
+    scores, notes = _evaluate(cfg, estimator, train, test, quiet)
+    summary["genes scored"] = len(scores.pop("genes"))
+    scored = scores.pop("scored_perturbations")
+    if len(scored) < len(heldout):
+        summary["scored perturbations"] = scored
+    total_seconds = time.perf_counter() - t_start
+    summary["fit wall time (s)"] = round(fit_seconds, 1)
+    summary["total wall time (s)"] = round(total_seconds, 1)
+    record = RunRecord(
+        config=cfg.as_json(),
+        data=summary,
+        history=_history(estimator),
+        categories=categories,
+        notes=notes,
+        **scores,
+    )
+    record.save(out)
+    write_report(out)
+    return ExperimentResult(
+        run_dir=out,
+        metrics=scores["metrics"],
+        fit_seconds=fit_seconds,
+        total_seconds=total_seconds,
+        estimator=estimator,
+    )

@@ -1,0 +1,58 @@
+"""``sktx select``: the genes a model would use, with their category."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sktx.cli._app import (
+    CellTypeKey,
+    ControlLabel,
+    Debug,
+    PertKey,
+    Quiet,
+    Seed,
+    _examples,
+    _guard,
+    app,
+)
+from sktx.cli._estimator import _make, _require
+from sktx.cli._io import DEMO, _existing_file, _keys_for, _load
+
+
+@app.command(
+    epilog=_examples(
+        "sktx select --data demo --genes 200 --out genes.csv",
+        "sktx select --data screen.h5ad --genes 500 --perturbation-key perturbation \\",
+        "    --control-label control --out genes.csv",
+    )
+)
+@_guard
+def select(
+    data: Annotated[str, typer.Option("--data", help="An .h5ad file, or `demo`.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write (gene, category, score).")],
+    genes: Annotated[int, typer.Option("--genes", min=1, help="Genes to select.")] = 500,
+    perturbation_key: PertKey = None,
+    control_label: ControlLabel = None,
+    cell_type_key: CellTypeKey = None,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Select informative genes (TFs, cell cycle, metabolic, targets, responsive, HVG)."""
+    if data != DEMO:
+        _existing_file(data, "--data")
+    (GeneSelector,) = _require("sktx.selection", "GeneSelector")
+    keys = _keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet)
+    adata = _load(data, keys, n_cells=None, seed=seed, n_genes=max(genes, 500))
+    selector = _make(GeneSelector, n_genes=genes, random_state=seed, **asdict(keys)).fit(adata)
+    table = selector.categories_
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    if not quiet:
+        counts = table["category"].value_counts()
+        typer.echo(", ".join(f"{c}: {n}" for c, n in counts.items()))
+        typer.echo(f"{len(table)} genes -> {out}")

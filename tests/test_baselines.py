@@ -210,10 +210,18 @@ def test_predict_needs_training_genes(sim):
         model.predict(make_query(sim)[:, :10])
 
 
-def test_score_is_pearson_delta(sim):
-    score = AdditiveBaseline().fit(sim).score(sim)
-    assert 0.9 < score <= 1.0  # every perturbation seen in fit
-    assert ControlBaseline().fit(sim).score(sim) < 0.5
+def test_score_is_minus_delta_mse_as_for_the_regressor(sim):
+    """One meaning of `score` for every estimator (sktx._scoring): minus delta MSE."""
+    from sktx._scoring import delta_mse_score
+    from sktx.data import prepare
+
+    additive = AdditiveBaseline().fit(sim)
+    control = ControlBaseline().fit(sim)
+    score = additive.score(sim)
+    assert score == delta_mse_score(additive, prepare(sim))
+    assert score <= 0.0
+    # every perturbation was seen in fit: far closer than predicting no change
+    assert score > 10 * control.score(sim)
 
 
 @pytest.mark.parametrize("name", ALL)

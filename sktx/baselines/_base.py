@@ -12,16 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 
 # Every import of the data layer the baselines use is here, so that moving to
 # `sktx.data` touches this module only.
-from sktx._pseudobulk import nonzero_level, pseudobulk
-from sktx._validation import (
-    DataContractError,
-    check_genes,
-    get_matrix,
-    is_log_normalized,
-    log_normalize,
-    split_targets,
-    validate_adata,
-)
+from sktx._scoring import SCORE_DOC, delta_mse_score
+from sktx.data import DataContractError, nonzero_level, prepare, pseudobulk, split_targets
 
 # The per-baseline modules take these from here too.
 __all__ = ["DataContractError", "split_targets"]
@@ -31,10 +23,10 @@ _ALL = ""
 
 
 class _Input(NamedTuple):
-    """What a baseline reads from an AnnData: labels, log1p data and its matrix."""
+    """What a baseline reads: the prepared data and its log1p matrix."""
 
-    info: Any  # sktx._validation.PerturbationInfo: labels, control mask, cell types
-    data: Any  # log1p AnnData (the input itself when it already is log1p)
+    info: Any  # sktx.PerturbationData: labels, control mask, cell types
+    data: Any  # the same PerturbationData
     X: Any  # log1p matrix; for a query, its columns are the training genes in order
 
 
@@ -60,21 +52,18 @@ class _Baseline(RegressorMixin, BaseEstimator):
         ``training=True`` (``fit``) needs perturbed cells; otherwise (``predict``)
         the query must hold the training genes, and ``X`` has them as columns.
         """
-        keys = {
-            "perturbation_key": self.perturbation_key,
-            "control_label": self.control_label,
-            "cell_type_key": self.cell_type_key,
-        }
+        data = prepare(
+            adata,
+            perturbation_key=self.perturbation_key,
+            control_label=self.control_label,
+            cell_type_key=self.cell_type_key,
+            require_control=training,
+            require_perturbed=training,
+        )
         if training:
-            info = validate_adata(adata, **keys, require_perturbed=True)
-        else:
-            info = validate_adata(adata, **keys, require_control=False)
-            check_genes(adata, self.feature_names_in_, what="training genes")
-        data = adata if is_log_normalized(adata) else log_normalize(adata)
-        X = get_matrix(data)
-        if not training:
-            X = X[:, pd.Index(data.var_names).get_indexer(self.feature_names_in_)]
-        return _Input(info, data, X)
+            return _Input(data, data, data.X)
+        query = data.select_genes(self.feature_names_in_, what="training genes")
+        return _Input(query, query, query.X)
 
     def fit(self, adata, y=None):
         """Learn from the cells of ``adata``.
@@ -90,7 +79,7 @@ class _Baseline(RegressorMixin, BaseEstimator):
         self
         """
         data = self._read_input(adata, training=True)
-        pb = pseudobulk(data.data, self.perturbation_key, cell_type_key=self.cell_type_key)
+        pb = pseudobulk(data.data)
         groups = pb.groups.fillna({"cell_type": _ALL})
         pb = type(pb)(pb.means, groups, pb.genes)
         self.feature_names_in_ = np.asarray(adata.var_names, dtype=object)
@@ -173,16 +162,9 @@ class _Baseline(RegressorMixin, BaseEstimator):
         return tags
 
     def score(self, adata, y=None) -> float:
-        """Pearson correlation of predicted and real deltas on ``adata``'s perturbations.
+        return delta_mse_score(self, self._read_input(adata, training=True).data)
 
-        Predicts every perturbation of ``adata`` from its control cells
-        (:data:`sktx.metrics.pearson_delta_scorer`); higher is better.
-        """
-        # The one place an estimator reaches into the evaluation layer (sktx.metrics);
-        # imported here, not at the top, until the score semantics are unified.
-        from sktx.metrics import pearson_delta_scorer
-
-        return pearson_delta_scorer(self, adata)
+    score.__doc__ = SCORE_DOC
 
 
 def _carry_cells(cells, profile: np.ndarray, level: np.ndarray) -> np.ndarray:

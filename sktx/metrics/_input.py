@@ -11,22 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sktx._pseudobulk import group_means
-from sktx._validation import (
-    DataContractError,
-    get_matrix,
-    is_log_normalized,
-    log_normalize,
-    validate_adata,
-)
+from sktx.data import DataContractError, PerturbationData, get_matrix, group_means, prepare
 
 __all__ = [
     "Cells",
     "DataContractError",
-    "as_log1p",
     "check",
     "group_means",
     "matrix",
+    "prepare_input",
     "read_cells",
 ]
 
@@ -53,9 +46,14 @@ class Cells:
     genes: pd.Index
 
 
+def prepare_input(adata, **keys) -> PerturbationData:
+    """``adata`` checked and normalised once (:func:`sktx.prepare`); a prepared object as is."""
+    return prepare(adata, **keys)
+
+
 def check(adata, *, perturbation_key: str, control_label: str, cell_type_key: str | None):
     """Validate ``adata`` against the data contract (raises DataContractError)."""
-    validate_adata(
+    return prepare_input(
         adata,
         perturbation_key=perturbation_key,
         control_label=control_label,
@@ -71,14 +69,20 @@ def read_cells(
     cell_type_key: str | None,
     validate: bool = True,
 ) -> Cells:
-    """Validate ``adata`` (unless ``validate=False``) and read what the metrics need."""
-    if validate:
-        check(
+    """Prepare ``adata`` (unless ``validate=False``) and read what the metrics need.
+
+    Prepared data give canonical labels and log1p values (counts are normalised
+    exactly as for the real cells, so a counts prediction is never scored
+    against log1p data); ``validate=False`` reads an AnnData sktx built itself.
+    """
+    if validate or isinstance(adata, PerturbationData):
+        data = check(
             adata,
             perturbation_key=perturbation_key,
             control_label=control_label,
             cell_type_key=cell_type_key,
         )
+        return Cells(data.X, data.labels, data.cell_types, data.genes)
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     types = None if cell_type_key is None else adata.obs[cell_type_key].astype(str).to_numpy()
     return Cells(get_matrix(adata), labels, types, pd.Index(adata.var_names))
@@ -87,8 +91,3 @@ def read_cells(
 def matrix(adata):
     """The expression matrix of ``adata`` (``X``; dense or CSR), unchecked."""
     return get_matrix(adata)
-
-
-def as_log1p(adata):
-    """``adata`` itself when it holds log1p values, else a log1p-normalised copy."""
-    return adata if is_log_normalized(adata) else log_normalize(adata)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from sktx.metrics._input import DataContractError, as_log1p, matrix
+from sktx.metrics._input import DataContractError, matrix, prepare_input
 from sktx.metrics._registry import available_metrics, get_metric
 from sktx.metrics._scores import vcc_score
 from sktx.metrics._table import Reference
@@ -147,8 +147,10 @@ class PerturbationScorer:
         from sktx.model_selection import make_query
 
         keys = self._keys(estimator)
-        real = as_log1p(X)
-        query = make_query(real, random_state=self.random_state, **keys)
+        # checked and normalised once; the query, the prediction's controls and the
+        # scored cells are all cut from this one object
+        data = prepare_input(X, **keys)
+        query = make_query(data, random_state=self.random_state)
         out = estimator.predict(query)
         if not isinstance(out, ad.AnnData) or out.n_obs != query.n_obs:
             raise TypeError(
@@ -156,30 +158,28 @@ class PerturbationScorer:
                 f"row per query cell ({query.n_obs}), got {type(out).__name__}."
             )
         genes = pd.Index(out.var_names)
-        missing = genes.difference(real.var_names)
+        missing = genes.difference(data.genes)
         if len(missing):
             raise DataContractError(
                 f"the prediction has {len(missing)} genes not in the scored data "
                 f"(e.g. {list(missing[:5])}); predict genes of the input only."
             )
-        cols = pd.Index(real.var_names).get_indexer(genes)
-        real_X = matrix(real)[:, cols]
-        obs_cols = [k for k in (keys["perturbation_key"], keys["cell_type_key"]) if k]
-        is_ctrl = (
-            real.obs[keys["perturbation_key"]].astype(str) == keys["control_label"]
-        ).to_numpy()
+        real = data.select_genes(genes)
+        is_ctrl = real.is_control
         pred_X = np.clip(np.asarray(matrix(out), dtype=np.float64), 0.0, None)
-        ctrl_X = real_X[is_ctrl]
+        ctrl_X = real.X[is_ctrl]
         ctrl_X = ctrl_X.toarray() if sp.issparse(ctrl_X) else ctrl_X
-        pred_obs = pd.concat(
-            [query.obs[obs_cols].astype(str), real.obs[obs_cols][is_ctrl].astype(str)]
+        pred_obs = pd.DataFrame(
+            {keys["perturbation_key"]: np.concatenate([query.labels, real.labels[is_ctrl]])}
         )
+        if keys["cell_type_key"]:
+            pred_obs[keys["cell_type_key"]] = np.concatenate(
+                [query.cell_types, real.cell_types[is_ctrl]]
+            )
         pred_obs.index = pd.Index([f"c{i}" for i in range(len(pred_obs))])
-        var = pd.DataFrame(index=genes)
-        pred = ad.AnnData(np.vstack([pred_X, ctrl_X]), obs=pred_obs, var=var)
-        real_obs = real.obs[obs_cols].astype(str)
-        real_obs.index = pd.Index([f"r{i}" for i in range(len(real_obs))])
-        return ad.AnnData(real_X, obs=real_obs, var=var.copy()), pred, keys
+        pred = ad.AnnData(np.vstack([pred_X, ctrl_X]), obs=pred_obs, var=pd.DataFrame(index=genes))
+        # the prediction is log1p by construction: say so rather than have it guessed
+        return real, prepare_input(pred, normalize="log1p", **keys), keys
 
     def __call__(self, estimator, X, y=None) -> float:
         real, pred, keys = self._real_and_pred(estimator, X)

@@ -15,13 +15,8 @@ import numpy as np
 import torch
 
 from sktx.data import group_means, nonzero_level, split_targets
-from sktx.graph import (
-    build_gene_graph,
-    gene_set_embedding,
-    hash_genes,
-    pca_gene_loadings,
-    prior_gene_sets,
-)
+from sktx.genesets import read_gene_sets
+from sktx.graph import build_gene_graph, gene_set_embedding, hash_genes, pca_gene_loadings
 
 __all__ = ["N_FEATURES", "FittedState", "build_state", "gene_features"]
 
@@ -163,7 +158,7 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
     graph = build_gene_graph(
         X, genes, n_neighbors=n_neighbors, gene_sets=gene_sets, loadings=pca, random_state=0
     )
-    sets = prior_gene_sets(gene_sets)
+    sets = read_gene_sets(gene_sets)  # parsed once per process (cached on path + mtime)
     prior_genes, prior_emb = gene_set_embedding(sets, _N_PRIOR) if sets else ([], None)
     if prior_emb is None:
         prior_emb = np.zeros((0, _N_PRIOR), dtype=np.float32)

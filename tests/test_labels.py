@@ -186,11 +186,6 @@ def test_relabel_canonicalises_and_leaves_the_original_alone():
 # --- known bugs (see the report of the tests' author; fix in sktx/data/_labels.py) ------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="canonical_labels re-cases targets after the repeated-target check, so "
-    "'Sox2+SOX2' becomes the malformed 'SOX2+SOX2' instead of being refused",
-)
 def test_repeat_created_by_the_case_match_is_refused():
     adata = screen(["Sox2+SOX2", "A"])
     with warnings.catch_warnings():
@@ -199,11 +194,6 @@ def test_repeat_created_by_the_case_match_is_refused():
             sktx.prepare(adata)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare passes stacklevel=4 to canonical_labels, one frame above a direct "
-    "caller of sktx.prepare, so the case-match warning does not point at the user's line",
-)
 def test_case_match_warning_points_at_the_caller():
     adata = screen(["Sox2"])
     with pytest.warns(UserWarning, match="Sox2") as record:

@@ -424,11 +424,6 @@ def test_labels_docstring_examples():
 # --- known bugs (fix in sktx/data/_object.py; see the report of the tests' author) -----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the PerturbationData and prepare examples print outputs make_perturbseq does "
-    "not give (perturbations ['G00002', 'G00002+G00016'], X max 8.84)",
-)
 def test_object_docstring_examples():
     import doctest
 
@@ -438,11 +433,6 @@ def test_object_docstring_examples():
     assert result.attempted >= 4 and result.failed == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="select_genes/relabel carry library_size only when it was already computed; "
-    "otherwise it is recomputed from the selected genes' counts",
-)
 def test_library_size_stays_over_all_genes_after_select_genes(small):
     full = np.asarray(small.X.sum(1), dtype=np.float64).ravel()
     data = sktx.prepare(small)  # library_size not computed yet
@@ -451,11 +441,6 @@ def test_library_size_stays_over_all_genes_after_select_genes(small):
     np.testing.assert_array_equal(sub.relabel(sub.labels).library_size, full)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_decide applies uns['log1p'] (written for X) to layer=, so the raw counts "
-    "layer beside log1p X (what log_normalize and load_h5ad return) is refused",
-)
 def test_counts_layer_beside_log1p_x_is_counts(small):
     normalised = sktx.log_normalize(small)
     data = sktx.prepare(normalised, layer="counts")

@@ -8,7 +8,7 @@ offending key, gene or value and says how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from sktx.data._backed import BackedRows, check_backed_values
 from sktx.data._errors import DataContractError
 from sktx.data._errors import fmt_items as _fmt
-from sktx.data._values import ValueStats, check_finite_nonnegative
 from sktx.data._normalize import TARGET_SUM, log_normalize_inplace
+from sktx.data._values import ValueStats, check_finite_nonnegative
 
 __all__ = [
     "DataContractError",

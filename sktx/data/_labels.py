@@ -8,6 +8,8 @@ whitespace stripped, parts equal to the control label dropped, as in GEARS'
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -17,6 +19,16 @@ from sktx.data._errors import DataContractError
 from sktx.data._errors import fmt_items as _fmt
 
 __all__ = ["canonical_label", "canonical_labels", "split_targets"]
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside sktx, seen from the caller of this helper."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def canonical_label(
@@ -96,7 +108,6 @@ def canonical_labels(
     control_label: str,
     key: str,
     genes: pd.Index | None = None,
-    stacklevel: int = 3,
 ) -> np.ndarray:
     """Canonical form of every label (computed once per distinct label).
 
@@ -113,8 +124,6 @@ def canonical_labels(
         ``obs`` column the labels come from (for messages).
     genes : Index, optional
         Gene symbols of the data, for the case-insensitive match.
-    stacklevel : int, default=3
-        Passed to :func:`warnings.warn`.
 
     Returns
     -------
@@ -145,6 +154,13 @@ def canonical_labels(
                     recased[t] = gene
                     t = gene
                 targets.append(t)
+            repeated = sorted({t for t in targets if targets.count(t) > 1})
+            if repeated:
+                raise DataContractError(
+                    f"perturbation label {raw!r} in `obs[{key!r}]` names target {_fmt(repeated)} "
+                    "more than once (spellings that differ only in case match the same gene). "
+                    "Fix the label or drop those cells."
+                )
             label = "+".join(sorted(targets))
         out.append(label)
     if recased:
@@ -153,6 +169,6 @@ def canonical_labels(
             f"target(s) in `obs[{key!r}]` match a gene of `var_names` only up to case: "
             f"{', '.join(pairs[:8])}; matched to the gene. Rename the labels to silence this.",
             UserWarning,
-            stacklevel=stacklevel,
+            stacklevel=_user_stacklevel(),
         )
     return np.asarray(out, dtype=object)[inverse].astype(str)

@@ -79,9 +79,9 @@ class PerturbationData:
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> data = prepare(make_perturbseq(n_cells=200, n_genes=30, n_perturbations=3, random_state=0))
+    >>> data = prepare(make_perturbseq(n_cells=200, n_genes=30, n_perturbations=4, random_state=0))
     >>> data.normalization, data.shape, data.perturbations[:2]
-    ('counts', (200, 30), ['G000', 'G001'])
+    ('counts', (200, 30), ['G00002', 'G00002+G00025'])
     """
 
     X: Any
@@ -220,7 +220,7 @@ class PerturbationData:
             "var": self.var.iloc[cols],
         }
         out = dataclasses.replace(self, **changes)
-        if "library_size" in self.__dict__:
+        if self.counts is not None:  # totals over all genes, not over the selection
             out.__dict__["library_size"] = self.library_size
         return out
 
@@ -234,9 +234,12 @@ class PerturbationData:
         )
         obs = self.obs.copy()
         obs[self.perturbation_key] = pd.Categorical(labels)
-        return dataclasses.replace(
+        out = dataclasses.replace(
             self, labels=labels, is_control=labels == self.control_label, obs=obs
         )
+        if "library_size" in self.__dict__:
+            out.__dict__["library_size"] = self.library_size
+        return out
 
     def to_adata(self):
         """A new AnnData: log1p ``X`` (backed: read into memory), ``obs`` and ``var``
@@ -328,10 +331,10 @@ def prepare(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> adata = make_perturbseq(n_cells=200, n_genes=30, n_perturbations=3, random_state=0)
+    >>> adata = make_perturbseq(n_cells=200, n_genes=30, n_perturbations=4, random_state=0)
     >>> data = prepare(adata)
     >>> data.normalization, data.counts is not None, round(float(data.X.max()), 2)
-    ('counts', True, 6.61)
+    ('counts', True, 8.65)
     """
     if normalize not in NORMALIZE:
         raise ValueError(f"`normalize` must be one of {NORMALIZE}, got {normalize!r}.")
@@ -369,11 +372,7 @@ def prepare(
         types = None if cell_type_key is None else adata.obs[cell_type_key].astype(str).to_numpy()
     else:
         labels = canonical_labels(
-            info.labels,
-            control_label=control_label,
-            key=perturbation_key,
-            genes=genes,
-            stacklevel=4,
+            info.labels, control_label=control_label, key=perturbation_key, genes=genes
         )
         types = info.cell_types
     is_control = labels == control
@@ -476,7 +475,8 @@ def _decide(adata, stats: ValueStats | None, layer, normalize) -> str:
     record = adata.uns.get("sktx")
     if layer is None and isinstance(record, dict) and "x_is_log1p" in record:
         return "log1p" if record["x_is_log1p"] else "counts"
-    has_marker = "log1p" in adata.uns
+    # scanpy's `uns['log1p']` describes X; a layer is decided by its values
+    has_marker = layer is None and "log1p" in adata.uns
     where = "`X`" if layer is None else f"`layers[{layer!r}]`"
     if stats is None or stats.vmax == 0:
         return "log1p" if has_marker else "counts"

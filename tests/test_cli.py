@@ -243,6 +243,19 @@ def test_train_predict_evaluate(sim_file, tmp_path, fast_model):
     _one_line_error(result, "without real cells")
 
 
+def test_run_experiment_returns_what_it_wrote(sim_file, tmp_path, fast_model):
+    from sktx.cli._runner import TrainConfig, run_experiment
+
+    cfg = TrainConfig(data=str(sim_file), out=str(tmp_path / "run"), cells=400, epochs=1)
+    result = run_experiment(cfg)
+    assert result.run_dir == tmp_path / "run" and cfg.model_name == "PerturbationRegressor"
+    written = pd.read_csv(result.run_dir / "metrics.csv", index_col="model")
+    assert list(result.metrics.index) == list(written.index)
+    np.testing.assert_allclose(result.metrics.to_numpy(float), written.to_numpy(float))
+    assert 0 < result.fit_seconds <= result.total_seconds
+    assert type(result.estimator).__name__ == "LinearBaseline"  # the fast stand-in
+
+
 def test_evaluate_rejects_wrong_key(sim_file, tmp_path):
     result = _run("evaluate", "--real", sim_file, "--pred", sim_file, "--perturbation-key", "x")
     _one_line_error(result, "obs['x']")

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sktx._validation import get_matrix, log_normalize
+from sktx.data import get_matrix, log_normalize
 from sktx.datasets import make_perturbseq
 from sktx.graph import build_gene_graph, pca_gene_loadings
 

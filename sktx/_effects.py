@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sktx._validation import split_targets
+from sktx.data import split_targets
 
 #: Penalties tried, in units of one label's weight in the least-squares fit.
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)

@@ -207,7 +207,7 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     ----------
     X : ndarray, sparse matrix or row reader of shape (n_cells, n_genes)
         log1p expression; at most 4,000 cells (drawn at random) are used, so
-        a backed file (:class:`sktx._backed.BackedRows`) is read for those rows only.
+        a backed file (:class:`sktx.data.BackedRows`) is read for those rows only.
     n_components : int, default=16
         Output width; components beyond the rank are zero.
     random_state : int or RandomState, default=0
@@ -232,7 +232,7 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     if n_cells > _PCA_MAX_CELLS:
         X = X[np.sort(rng.choice(n_cells, _PCA_MAX_CELLS, replace=False))]
     elif not (sp.issparse(X) or isinstance(X, np.ndarray)):
-        X = X[np.arange(n_cells)]  # a row reader of a backed file (sktx._backed.BackedRows)
+        X = X[np.arange(n_cells)]  # a row reader of a backed file (sktx.data.BackedRows)
     out = np.zeros((n_genes, n_components), dtype=np.float32)
     k = min(n_components, X.shape[0] - 1, n_genes - 1)
     if k < 1:

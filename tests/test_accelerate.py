@@ -19,8 +19,8 @@ from accelerate import Accelerator
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from sktx._data import CellGroups, SetSampler
 from sktx.accelerate import AcceleratedPerturbationRegressor
+from sktx.data import CellGroups, SetSampler
 from sktx.datasets import make_perturbseq
 from sktx.progressive import ProgressiveFit
 from sktx.regressor import PerturbationRegressor

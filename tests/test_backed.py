@@ -17,9 +17,9 @@ import scipy.sparse as sp
 from sklearn.pipeline import Pipeline
 
 import sktx.data._backed as backed_mod
+from sktx.data import DataContractError, get_matrix, log_normalize, validate_adata
 from sktx.data._backed import BackedRows
 from sktx.data._checks import backed_rows
-from sktx.data import DataContractError, get_matrix, log_normalize, validate_adata
 from sktx.datasets import make_perturbseq
 from sktx.graph import _PCA_MAX_CELLS
 from sktx.regressor import PerturbationRegressor

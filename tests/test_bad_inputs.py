@@ -12,9 +12,9 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from typer.testing import CliRunner
 
-from sktx._validation import DataContractError, validate_adata
 from sktx.baselines import AdditiveBaseline, MeanBaseline
 from sktx.cli import app
+from sktx.data import DataContractError, validate_adata
 from sktx.datasets import make_perturbseq
 from sktx.metrics import mae_score, pearson_delta_score
 from sktx.model_selection import make_query

@@ -11,8 +11,6 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from sktx._pseudobulk import pseudobulk
-from sktx._validation import DataContractError, log_normalize
 from sktx.baselines import (
     BASELINES,
     AdditiveBaseline,
@@ -20,6 +18,7 @@ from sktx.baselines import (
     LinearBaseline,
     MeanBaseline,
 )
+from sktx.data import DataContractError, log_normalize, pseudobulk
 from sktx.datasets import make_perturbseq
 from sktx.model_selection import make_query
 

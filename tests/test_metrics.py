@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
-from sktx._validation import DataContractError, log_normalize
 from sktx.baselines import AdditiveBaseline, ControlBaseline, MeanBaseline
+from sktx.data import DataContractError, log_normalize
 from sktx.datasets import make_perturbseq
 from sktx.metrics import (
     PerturbationScorer,

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 
-from sktx._validation import DataContractError
 from sktx.baselines import AdditiveBaseline, LinearBaseline, MeanBaseline
+from sktx.data import DataContractError
 from sktx.datasets import make_perturbseq
 from sktx.metrics import get_scorer, pds_scorer, pearson_delta_scorer
 from sktx.model_selection import PerturbationSplit, make_query

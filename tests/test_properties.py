@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sktx._validation import DataContractError, validate_adata
+from sktx.data import DataContractError, validate_adata
 from sktx.selection import GeneSelector
 
 CTRL = "non-targeting"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from sktx._validation import DataContractError, log_normalize
+from sktx.data import DataContractError, log_normalize
 from sktx.datasets import make_perturbseq
 from sktx.regressor import PerturbationRegressor
 

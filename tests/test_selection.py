@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 
-from sktx._validation import DataContractError
+from sktx.data import DataContractError
 from sktx.datasets import make_perturbseq
 from sktx.genesets import BUILTIN_GENE_SETS
 from sktx.selection import QUOTA_KEYS, GeneSelector, default_quotas
@@ -399,7 +399,7 @@ def test_pipeline_and_grid_search(sim):
 
 def test_transform_normalises_counts_over_all_genes():
     """Counts are library-size normalised on the full transcriptome, then subset."""
-    from sktx._validation import log_normalize
+    from sktx.data import log_normalize
     from sktx.datasets import make_perturbseq
 
     counts = make_perturbseq(n_cells=300, n_genes=80, n_perturbations=4, random_state=1)

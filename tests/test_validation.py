@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sktx._validation import (
+from sktx.data import (
     DataContractError,
     check_genes,
     get_matrix,

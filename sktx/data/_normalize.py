@@ -17,7 +17,7 @@ TARGET_SUM = 1e4
 def log_normalize_inplace(adata, target_sum: float, *, keep_counts: bool = True) -> None:
     """Normalise ``adata`` (owned by the caller) in place; counts go to a layer.
 
-    Row-local, so the streaming reader (:mod:`sktx._backed`) calls it on row
+    Row-local, so the streaming reader (:mod:`sktx.data._backed`) calls it on row
     chunks and gets the same values as on the whole matrix.
     """
     import scanpy as sc

@@ -96,7 +96,7 @@ class SetSampler:
     ----------
     X : csr_matrix or BackedRows of shape (n_cells, n_genes)
         log1p expression (float32). Only ``X[rows]`` is used, so a backed file
-        (:class:`sktx._backed.BackedRows`) gives the same batches while reading
+        (:class:`sktx.data.BackedRows`) gives the same batches while reading
         just the rows of each batch.
     groups : CellGroups
     group_ids : sequence of int

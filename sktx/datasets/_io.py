@@ -8,13 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sktx._validation import (
-    DataContractError,
-    _check_finite_nonnegative,
-    _log_normalize_inplace,
-    is_log_normalized,
-    validate_adata,
-)
+from sktx.data import DataContractError, is_log_normalized, validate_adata
+from sktx.data._normalize import log_normalize_inplace as _log_normalize_inplace
+from sktx.data._values import check_finite_nonnegative as _check_finite_nonnegative
 
 __all__ = ["load_h5ad"]
 

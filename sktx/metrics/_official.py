@@ -114,7 +114,7 @@ def vcc_evaluate(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> real = log_normalize(make_perturbseq(n_cells=300, n_genes=40, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))
     >>> result = vcc_evaluate(real, real)  # doctest: +SKIP

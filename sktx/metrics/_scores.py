@@ -50,7 +50,7 @@ _SCORE_DOC = """{summary}
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> real = log_normalize(make_perturbseq(n_cells=400, n_genes=60, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))
     >>> {example}
@@ -132,7 +132,7 @@ def build_mean_baseline(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> real = log_normalize(make_perturbseq(n_cells=300, n_genes=50, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))
     >>> build_mean_baseline(real).shape == real.shape
@@ -231,7 +231,7 @@ def vcc_score(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> real = log_normalize(make_perturbseq(n_cells=400, n_genes=60, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))
     >>> vcc_score(real, real)

@@ -266,7 +266,7 @@ def perturbation_metrics(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> real = log_normalize(make_perturbseq(n_cells=300, n_genes=50, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))
     >>> table = perturbation_metrics(real, real, metrics=["mae", "pds"])

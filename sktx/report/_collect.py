@@ -21,7 +21,7 @@ def _slim(adata, genes, keys):
     """Just the genes and label columns the metrics read (keeps concatenation cheap)."""
     import anndata as ad
 
-    from sktx._validation import get_matrix
+    from sktx.data import get_matrix
 
     sub = adata[:, list(genes)]
     X = get_matrix(sub)
@@ -32,7 +32,7 @@ def _slim(adata, genes, keys):
 
 
 def _delta_frame(adata, key, control_label, cell_type_key) -> pd.DataFrame:
-    from sktx._pseudobulk import pseudobulk
+    from sktx.data import pseudobulk
 
     deltas, groups = pseudobulk(adata, key, cell_type_key=cell_type_key).deltas(control_label)
     if cell_type_key is None or groups["cell_type"].nunique() <= 1:
@@ -78,7 +78,7 @@ def evaluate_predictions(
     Examples
     --------
     >>> from sktx.datasets import make_perturbseq
-    >>> from sktx._validation import log_normalize
+    >>> from sktx import log_normalize
     >>> from sktx.metrics import build_mean_baseline
     >>> real = log_normalize(make_perturbseq(n_cells=300, n_genes=40, n_perturbations=3,
     ...                                      n_combinations=0, random_state=0))

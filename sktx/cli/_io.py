@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sktx.cli._app import BadInput, _echo
 
@@ -211,10 +212,28 @@ def _split(adata, keys: Keys, holdout: float, seed: int):
     return adata[train_idx].copy(), adata[test_idx].copy()
 
 
+def _canonical(adata, keys: Keys) -> pd.Series:
+    """Perturbation labels in canonical form, as every sktx estimator and metric reads them."""
+    import warnings
+
+    from sktx.data import canonical_labels
+
+    raw = adata.obs[keys.perturbation_key].astype(str).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fit warns about recased targets itself
+        labels = canonical_labels(
+            raw,
+            control_label=keys.control_label,
+            key=keys.perturbation_key,
+            genes=pd.Index(adata.var_names),
+        )
+    return pd.Series(labels)
+
+
 def _summary(adata, train, test, keys: Keys, source: str) -> dict:
-    labels = adata.obs[keys.perturbation_key].astype(str)
-    heldout = sorted(set(test.obs[keys.perturbation_key].astype(str)) - {keys.control_label})
-    trained = sorted(set(train.obs[keys.perturbation_key].astype(str)) - {keys.control_label})
+    labels = _canonical(adata, keys)
+    heldout = sorted(set(_canonical(test, keys)) - {keys.control_label})
+    trained = sorted(set(_canonical(train, keys)) - {keys.control_label})
     out = {
         "source": source,
         "cells": int(adata.n_obs),

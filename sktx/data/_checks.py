@@ -267,26 +267,33 @@ def validate(
         adata, perturbation_key, "perturbation", "perturbation_key", control_label
     )
     is_control = labels == control_label
-    if require_control and not is_control.any():
-        counts = pd.Series(labels).value_counts()
-        common = [f"{lab!r} ({n} cells)" for lab, n in counts.head(5).items()]
-        raise DataContractError(
-            f"no control cells: no cell has `obs[{perturbation_key!r}] == {control_label!r}`. "
-            f"Most frequent labels: {', '.join(common)}. Pass `control_label=` naming the "
-            "label of your control cells (e.g. 'control', 'ctrl', 'non-targeting')."
-        )
+    require_cells(
+        labels, is_control, perturbation_key, control_label, require_control, require_perturbed
+    )
     perts = sorted(set(labels[~is_control].tolist()))
-    if require_perturbed and not perts:
-        raise DataContractError(
-            f"every cell is a control: all {len(labels)} cells have "
-            f"`obs[{perturbation_key!r}] == {control_label!r}`. At least one perturbation with "
-            "cells is needed; check `control_label=` and `perturbation_key=`, or add the "
-            "perturbed cells."
-        )
     cell_types = None
     if cell_type_key is not None:
         cell_types = adata.obs[cell_type_key].astype(str).to_numpy()
     return PerturbationInfo(labels, is_control, perts, cell_types), stats
+
+
+def require_cells(labels, is_control, key, control_label, require_control, require_perturbed):
+    """Refuse data without control cells, or with nothing but controls, when asked to."""
+    if require_control and not is_control.any():
+        counts = pd.Series(labels).value_counts()
+        common = [f"{lab!r} ({n} cells)" for lab, n in counts.head(5).items()]
+        raise DataContractError(
+            f"no control cells: no cell has `obs[{key!r}] == {control_label!r}`. "
+            f"Most frequent labels: {', '.join(common)}. Pass `control_label=` naming the "
+            "label of your control cells (e.g. 'control', 'ctrl', 'non-targeting')."
+        )
+    if require_perturbed and is_control.all():
+        raise DataContractError(
+            f"every cell is a control: all {len(labels)} cells have "
+            f"`obs[{key!r}] == {control_label!r}`. At least one perturbation with "
+            "cells is needed; check `control_label=` and `perturbation_key=`, or add the "
+            "perturbed cells."
+        )
 
 
 def check_genes(adata, genes: Iterable[str], *, what: str = "requested genes") -> list[str]:

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from sktx.data._backed import BackedRows, is_backed
-from sktx.data._checks import check_genes, get_matrix, validate
+from sktx.data._checks import check_genes, get_matrix, require_cells, validate
 from sktx.data._errors import DataContractError
 from sktx.data._labels import canonical_labels
 from sktx.data._normalize import TARGET_SUM, log_normalize_inplace
@@ -376,7 +376,7 @@ def prepare(
         )
         types = info.cell_types
     is_control = labels == control
-    _require(
+    require_cells(
         labels, is_control, perturbation_key, control_label, require_control, require_perturbed
     )
     matrix = None if backed else get_matrix(adata, layer)
@@ -422,7 +422,7 @@ def _check_prepared(data: PerturbationData, *, require_control, require_perturbe
                 f"`{name}={value!r}`. Pass the same keys to the estimator (or prepare the "
                 "AnnData again with these keys)."
             )
-    _require(
+    require_cells(
         data.labels,
         data.is_control,
         data.perturbation_key,
@@ -431,24 +431,6 @@ def _check_prepared(data: PerturbationData, *, require_control, require_perturbe
         require_perturbed,
     )
     return data
-
-
-def _require(labels, is_control, key, control_label, require_control, require_perturbed):
-    if require_control and not is_control.any():
-        counts = pd.Series(labels).value_counts()
-        common = [f"{lab!r} ({n} cells)" for lab, n in counts.head(5).items()]
-        raise DataContractError(
-            f"no control cells: no cell has `obs[{key!r}] == {control_label!r}`. "
-            f"Most frequent labels: {', '.join(common)}. Pass `control_label=` naming the "
-            "label of your control cells (e.g. 'control', 'ctrl', 'non-targeting')."
-        )
-    if require_perturbed and is_control.all():
-        raise DataContractError(
-            f"every cell is a control: all {len(labels)} cells have "
-            f"`obs[{key!r}] == {control_label!r}`. At least one perturbation with "
-            "cells is needed; check `control_label=` and `perturbation_key=`, or add the "
-            "perturbed cells."
-        )
 
 
 def _refuse_duplicates(X, layer) -> None:

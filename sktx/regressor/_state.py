@@ -119,15 +119,6 @@ def gene_features(symbols, state) -> np.ndarray:
     return out
 
 
-class _Partial:
-    """The gene rows/embeddings ``gene_features`` needs before the state exists."""
-
-    def __init__(self, genes, prior_genes, pca, prior_emb):
-        self.gene_row = {g: i for i, g in enumerate(genes)}
-        self.prior_row = {g: i for i, g in enumerate(prior_genes)}
-        self.pca, self.prior_emb = pca, prior_emb
-
-
 def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
     """Fit the gene features, graph and baseline inputs of one ``fit`` call.
 
@@ -185,7 +176,6 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
         [means[j] - ctrl_means[ct_code[ct]] for j, ct in enumerate(groups.cell_types)]
     )
     control = data.control_label
-    partial = _Partial(genes, prior_genes, pca, prior_emb)
     state = FittedState(
         genes=genes,
         prior_genes=list(prior_genes),
@@ -201,7 +191,9 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
             {t for i in train_ids for t in split_targets(groups.labels[i], control)}
         ),
         gene_hash=hash_genes(genes),
-        gene_feat=gene_features(genes, partial),
+        gene_feat=np.zeros((len(genes), N_FEATURES), dtype=np.float32),
         neighbors=graph.neighbors,
     )
+    # features read the state's own gene/prior rows, so they are filled in last
+    state.gene_feat = gene_features(genes, state)
     return state, graph

@@ -246,19 +246,15 @@ class PerturbationData:
         copied, ``layers['counts']`` when counts exist, ``uns['log1p']``."""
         import anndata as ad
 
-        X = self.X.to_csr() if isinstance(self.X, BackedRows) else _copy(self.X)
+        X = self.X.to_csr() if isinstance(self.X, BackedRows) else self.X.copy()
         out = ad.AnnData(X=X, obs=self.obs.copy(), var=self.var.copy())
         if self.counts is not None:
             counts = self.counts
             out.layers["counts"] = (
-                counts.to_csr() if isinstance(counts, BackedRows) else _copy(counts)
+                counts.to_csr() if isinstance(counts, BackedRows) else counts.copy()
             )
         out.uns["log1p"] = {"base": self.log_base}
         return out
-
-
-def _copy(X):
-    return X.copy()
 
 
 def _take_rows(X, rows):

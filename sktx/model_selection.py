@@ -7,7 +7,6 @@ prediction starts from, so they go to both the training and the test side.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,7 +18,7 @@ from sklearn.utils import check_random_state
 from sktx.data import (
     DataContractError,
     PerturbationData,
-    canonical_labels,
+    canonical_obs_labels,
     get_matrix,
     validate_adata,
 )
@@ -103,15 +102,7 @@ class PerturbationSplit(BaseCrossValidator):
                 f"`obs[{self.perturbation_key!r}]` not found; available columns: "
                 f"{list(X.obs.columns)[:20]}. Pass `PerturbationSplit(perturbation_key=...)`."
             )
-        raw = X.obs[self.perturbation_key].astype(str).to_numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fit warns about recased targets, once
-            return canonical_labels(
-                raw,
-                control_label=self.control_label,
-                key=self.perturbation_key,
-                genes=pd.Index(X.var_names),
-            )
+        return canonical_obs_labels(X, key=self.perturbation_key, control_label=self.control_label)
 
     def _folds(self, labels: np.ndarray) -> list[np.ndarray]:
         if not isinstance(self.n_splits, (int, np.integer)) or self.n_splits < 2:

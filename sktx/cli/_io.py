@@ -214,20 +214,11 @@ def _split(adata, keys: Keys, holdout: float, seed: int):
 
 def _canonical(adata, keys: Keys) -> pd.Series:
     """Perturbation labels in canonical form, as every sktx estimator and metric reads them."""
-    import warnings
+    from sktx.data import canonical_obs_labels
 
-    from sktx.data import canonical_labels
-
-    raw = adata.obs[keys.perturbation_key].astype(str).to_numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the fit warns about recased targets itself
-        labels = canonical_labels(
-            raw,
-            control_label=keys.control_label,
-            key=keys.perturbation_key,
-            genes=pd.Index(adata.var_names),
-        )
-    return pd.Series(labels)
+    return pd.Series(
+        canonical_obs_labels(adata, key=keys.perturbation_key, control_label=keys.control_label)
+    )
 
 
 def _summary(adata, train, test, keys: Keys, source: str) -> dict:

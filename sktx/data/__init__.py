@@ -15,7 +15,12 @@ from sktx.data._checks import (
     validate_adata,
 )
 from sktx.data._errors import DataContractError
-from sktx.data._labels import canonical_label, canonical_labels, split_targets
+from sktx.data._labels import (
+    canonical_label,
+    canonical_labels,
+    canonical_obs_labels,
+    split_targets,
+)
 from sktx.data._object import NORMALIZE, PerturbationData, prepare
 from sktx.data._pseudobulk import Pseudobulk, group_means, nonzero_level, pseudobulk
 from sktx.data._sets import CellGroups, SetBatch, SetSampler
@@ -32,6 +37,7 @@ __all__ = [
     "SetSampler",
     "canonical_label",
     "canonical_labels",
+    "canonical_obs_labels",
     "check_genes",
     "column_moments",
     "get_matrix",

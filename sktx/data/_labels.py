@@ -18,7 +18,7 @@ import pandas as pd
 from sktx.data._errors import DataContractError
 from sktx.data._errors import fmt_items as _fmt
 
-__all__ = ["canonical_label", "canonical_labels", "split_targets"]
+__all__ = ["canonical_label", "canonical_labels", "canonical_obs_labels", "split_targets"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -172,3 +172,17 @@ def canonical_labels(
             stacklevel=_user_stacklevel(),
         )
     return np.asarray(out, dtype=object)[inverse].astype(str)
+
+
+def canonical_obs_labels(adata, *, key: str, control_label: str) -> np.ndarray:
+    """Canonical labels of ``adata.obs[key]`` without the case-match warning.
+
+    For code that only groups cells (CV folds, run summaries): the estimator that
+    fits the same data warns about recased targets itself, once.
+    """
+    raw = adata.obs[key].astype(str).to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return canonical_labels(
+            raw, control_label=control_label, key=key, genes=pd.Index(adata.var_names)
+        )

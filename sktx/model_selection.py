@@ -7,7 +7,7 @@ prediction starts from, so they go to both the training and the test side.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from sktx.data import (
     get_matrix,
     validate_adata,
 )
+from sktx.data._object import resolve_keys
 
 __all__ = ["PerturbationSplit", "make_query"]
 
@@ -47,6 +48,12 @@ class PerturbationSplit(BaseCrossValidator):
         ``obs`` column with perturbation labels.
     control_label : str, default="non-targeting"
         Label of control cells.
+    cell_type_key : str, optional
+        Accepted like every sktx estimator's, so one ``**keys`` dict fits all;
+        folds are made of labels, which include every cell type's cells.
+
+        Keys left at their defaults are read from ``uns['sktx']`` when
+        :func:`sktx.datasets.load_h5ad` recorded them.
 
     Notes
     -----
@@ -80,38 +87,48 @@ class PerturbationSplit(BaseCrossValidator):
         random_state=None,
         perturbation_key: str = "target_gene",
         control_label: str = "non-targeting",
+        cell_type_key: str | None = None,
     ) -> None:
         self.n_splits = n_splits
         self.shuffle = shuffle
         self.random_state = random_state
         self.perturbation_key = perturbation_key
         self.control_label = control_label
+        self.cell_type_key = cell_type_key
 
-    def _labels(self, X) -> np.ndarray:
+    def _labels(self, X) -> tuple[np.ndarray, dict]:
         """Canonical labels (``"B+A"`` is ``"A+B"``), so no spelling of one perturbation
-        can sit in training while another sits in the test fold."""
-        if isinstance(X, PerturbationData):
-            return X.labels
+        can sit in training while another sits in the test fold; and the keys used."""
         if not hasattr(X, "obs"):
             raise TypeError(
                 f"PerturbationSplit.split expects an AnnData, got {type(X).__name__}; pass "
                 "the AnnData itself as `X` (e.g. `cross_validate(model, adata, cv=cv)`)."
             )
-        if self.perturbation_key not in X.obs.columns:
+        keys = resolve_keys(
+            X,
+            perturbation_key=self.perturbation_key,
+            control_label=self.control_label,
+            cell_type_key=self.cell_type_key,
+        )
+        if isinstance(X, PerturbationData):
+            return X.labels, keys
+        key = keys["perturbation_key"]
+        if key not in X.obs.columns:
             raise DataContractError(
-                f"`obs[{self.perturbation_key!r}]` not found; available columns: "
+                f"`obs[{key!r}]` not found; available columns: "
                 f"{list(X.obs.columns)[:20]}. Pass `PerturbationSplit(perturbation_key=...)`."
             )
-        return canonical_obs_labels(X, key=self.perturbation_key, control_label=self.control_label)
+        return canonical_obs_labels(X, key=key, control_label=keys["control_label"]), keys
 
-    def _folds(self, labels: np.ndarray) -> list[np.ndarray]:
+    def _folds(self, labels: np.ndarray, keys: dict) -> list[np.ndarray]:
         if not isinstance(self.n_splits, (int, np.integer)) or self.n_splits < 2:
             raise ValueError(f"`n_splits` must be an integer >= 2, got {self.n_splits!r}.")
-        perts = np.array(sorted(set(labels.tolist()) - {self.control_label}), dtype=object)
-        if not (labels == self.control_label).any():
+        ctrl = keys["control_label"]
+        perts = np.array(sorted(set(labels.tolist()) - {ctrl}), dtype=object)
+        if not (labels == ctrl).any():
             raise DataContractError(
-                f"no control cells (`obs[{self.perturbation_key!r}] == "
-                f"{self.control_label!r}`); pass `control_label=` naming your controls."
+                f"no control cells (`obs[{keys['perturbation_key']!r}] == "
+                f"{ctrl!r}`); pass `control_label=` naming your controls."
             )
         if self.n_splits > len(perts):
             raise ValueError(
@@ -132,9 +149,9 @@ class PerturbationSplit(BaseCrossValidator):
         y, groups : ignored
             Present for scikit-learn compatibility.
         """
-        labels = self._labels(X)
-        is_ctrl = labels == self.control_label
-        for held_out in self._folds(labels):
+        labels, keys = self._labels(X)
+        is_ctrl = labels == keys["control_label"]
+        for held_out in self._folds(labels, keys):
             in_test = np.isin(labels, held_out)
             yield np.flatnonzero(~in_test), np.flatnonzero(in_test | is_ctrl)
 
@@ -150,7 +167,7 @@ def make_query(
     control_label: str = "non-targeting",
     cell_type_key: str | None = None,
     perturbations: Sequence[str] | None = None,
-    n_cells: int | None = None,
+    n_cells: int | Mapping[str, int] | None = None,
     random_state=0,
 ):
     """Control cells relabelled with the perturbations to predict.
@@ -168,21 +185,26 @@ def make_query(
     control_label : str, default="non-targeting"
     cell_type_key : str, optional
         Draw each query cell from the controls of its own cell type.
+        Keys left at their defaults are read from ``uns['sktx']`` when
+        :func:`sktx.datasets.load_h5ad` recorded them.
     perturbations : sequence of str, optional
-        Labels to predict. Default: every perturbation in ``adata``, with one
-        query cell per real perturbed cell (per cell type).
-    n_cells : int, optional
-        Query cells per label (and cell type) when ``perturbations`` is given;
-        default: as many as there are controls.
+        Labels to predict. Default: the keys of ``n_cells`` when it is a
+        mapping, else every perturbation in ``adata``.
+    n_cells : int, mapping of str to int, or None
+        Query cells per label (and cell type). A mapping (a dict or a pandas
+        Series, e.g. a benchmark's ``pert_counts.csv``) gives each label its own
+        count. ``None``: with ``perturbations``, as many as there are controls;
+        without, one query cell per real perturbed cell.
     random_state : int, RandomState instance or None, default=0
         Which controls are drawn (without replacement while enough remain).
 
     Returns
     -------
     AnnData
-        Controls' expression (sparse stays sparse) and obs, with
-        ``obs[perturbation_key]`` set to the label to predict and
-        ``obs["control_cell"]`` naming the source control cell.
+        Controls' expression (sparse stays sparse), obs and var, with
+        ``obs[perturbation_key]`` set to the label to predict,
+        ``obs["control_cell"]`` naming the source control cell and
+        ``uns['sktx']`` copied (the keys it records travel with the query).
 
     Examples
     --------
@@ -191,31 +213,40 @@ def make_query(
     >>> query = make_query(adata)
     >>> int((adata.obs["target_gene"] != "non-targeting").sum()) == query.n_obs
     True
+    >>> make_query(adata, n_cells={"G00004": 10}).obs["target_gene"].value_counts().to_dict()
+    {'G00004': 10}
     """
     import anndata as ad
 
     if isinstance(adata, PerturbationData):
         info = adata
+        control_label = adata.control_label
     else:
-        info = validate_adata(
+        keys = resolve_keys(
             adata,
             perturbation_key=perturbation_key,
             control_label=control_label,
             cell_type_key=cell_type_key,
-            check_values=False,
         )
+        perturbation_key, control_label = keys["perturbation_key"], keys["control_label"]
+        info = validate_adata(adata, **keys, check_values=False)
+    counts = _cell_counts(n_cells, perturbations)
+    if perturbations is None and counts is not None:
+        perturbations = list(counts)
     rng = check_random_state(random_state)
     types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, "")
     ctrl_by_type = {
         ct: np.flatnonzero(info.is_control & (types == ct)) for ct in set(types.tolist())
     }
-    if perturbations is None:
+    if perturbations is None and n_cells is None:
         frame = pd.DataFrame({"p": info.labels[~info.is_control], "ct": types[~info.is_control]})
         wanted = frame.groupby(["p", "ct"], sort=True).size().items()
     else:
+        if perturbations is None:
+            perturbations = sorted(set(info.labels[~info.is_control].tolist()))
         cts = sorted(ct for ct, rows in ctrl_by_type.items() if rows.size)
         wanted = [
-            ((p, ct), n_cells or ctrl_by_type[ct].size)
+            ((p, ct), _count(counts, n_cells, p) or ctrl_by_type[ct].size)
             for p in perturbations
             if p != control_label
             for ct in cts
@@ -243,4 +274,46 @@ def make_query(
     obs[perturbation_key] = pd.Series(new_labels, index=obs.index, dtype=object).astype(str)
     obs.index = pd.Index([f"query{i}" for i in range(len(src))])
     X = X.copy() if not sp.issparse(X) else X
-    return ad.AnnData(X, obs=obs, var=adata.var.copy())
+    query = ad.AnnData(X, obs=obs, var=adata.var.copy())
+    for name in ("sktx", "log1p"):
+        if isinstance(adata.uns.get(name), dict):
+            query.uns[name] = dict(adata.uns[name])
+    return query
+
+
+def _cell_counts(n_cells, perturbations) -> dict[str, int] | None:
+    """``n_cells`` as ``{label: count}`` when it is a mapping; checked."""
+    if n_cells is None or isinstance(n_cells, (int, np.integer)):
+        if n_cells is not None and (isinstance(n_cells, bool) or n_cells < 1):
+            raise ValueError(f"`n_cells` must be a positive integer, got {n_cells!r}.")
+        return None
+    if not isinstance(n_cells, (Mapping, pd.Series)):
+        raise TypeError(
+            "`n_cells` must be an int, a mapping of labels to counts (e.g. "
+            f"`{{'SGK1': 10}}` or a pandas Series) or None, got {type(n_cells).__name__}."
+        )
+    counts = {str(k): v for k, v in dict(n_cells).items()}
+    bad = {k: v for k, v in counts.items() if not _is_count(v)}
+    if bad:
+        raise ValueError(f"`n_cells` counts must be positive integers, got {bad}.")
+    if perturbations is not None:
+        missing = sorted(set(map(str, perturbations)) - set(counts))
+        if missing:
+            raise ValueError(
+                f"`n_cells` gives no count for {missing[:5]}; give one per perturbation or "
+                "leave `perturbations=None` (the keys of `n_cells` are then predicted)."
+            )
+    return {k: int(v) for k, v in counts.items()}
+
+
+def _is_count(value) -> bool:
+    return (
+        isinstance(value, (int, np.integer, float, np.floating))
+        and not isinstance(value, bool)
+        and float(value).is_integer()
+        and value >= 1
+    )
+
+
+def _count(counts: dict | None, n_cells, label: str) -> int | None:
+    return counts[label] if counts is not None else n_cells

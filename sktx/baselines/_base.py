@@ -12,7 +12,9 @@ from sklearn.utils.validation import check_is_fitted
 
 # Every import of the data layer the baselines use is here, so that moving to
 # `sktx.data` touches this module only.
+from sktx._counts import prediction_output
 from sktx._scoring import SCORE_DOC, delta_mse_score
+from sktx.context import warn_unseen
 from sktx.data import DataContractError, nonzero_level, prepare, pseudobulk, split_targets
 
 # The per-baseline modules take these from here too.
@@ -81,6 +83,11 @@ class _Baseline(RegressorMixin, BaseEstimator):
         data = self._read_input(adata, training=True)
         pb = pseudobulk(data.data)
         groups = pb.groups.fillna({"cell_type": _ALL})
+        if data.data.control_label != self.control_label:
+            # keys left at their defaults come from uns['sktx'] (sktx.prepare); the
+            # subclasses name the control group by `control_label`
+            is_ctrl = (groups["perturbation"] == data.data.control_label).to_numpy()
+            groups.loc[is_ctrl, "perturbation"] = self.control_label
         pb = type(pb)(pb.means, groups, pb.genes)
         self.feature_names_in_ = np.asarray(adata.var_names, dtype=object)
         self.n_features_in_ = adata.n_vars
@@ -103,7 +110,14 @@ class _Baseline(RegressorMixin, BaseEstimator):
     def _profile(self, label: str, cell_type: str) -> np.ndarray:
         return self.control_profiles_.loc[cell_type].to_numpy() + self._delta(label, cell_type)
 
-    def predict(self, adata):
+    #: What the :class:`~sktx.context.UnseenContextWarning` says is predicted.
+    _unseen_action = "the query's control mean plus the delta averaged over the fitted cell types"
+
+    def _unseen_delta(self, label: str) -> np.ndarray:
+        """Delta in a cell type never fitted: the mean of its deltas in the fitted ones."""
+        return np.mean([self._delta(label, ct) for ct in self.control_profiles_.index], axis=0)
+
+    def predict(self, adata, *, output="log1p", all_genes=False, random_state=None):
         """Predict the expression of each query cell under its perturbation label.
 
         Parameters
@@ -112,6 +126,14 @@ class _Baseline(RegressorMixin, BaseEstimator):
             Query cells (usually control cells relabelled, see
             :func:`sktx.model_selection.make_query`) holding at least the
             training genes; counts or log1p.
+        output : {"log1p", "counts"}, default="log1p"
+            ``"counts"``: raw integer counts (CSR) sampled at each query cell's
+            library size from a negative binomial whose normalised mean is the
+            log1p prediction (see :mod:`sktx._counts`).
+        all_genes : bool, default=False
+            Return the query's whole gene axis (other genes: the query's own values).
+        random_state : int, RandomState instance or None, default=None
+            Seeds the sampled counts.
 
         Returns
         -------
@@ -122,14 +144,20 @@ class _Baseline(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         if self.cells not in ("profile", "controls"):
             raise ValueError(f"`cells` must be 'profile' or 'controls', got {self.cells!r}.")
+        adata = self._query_data(adata)
         info, _, X = self._read_input(adata, training=False)
         types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, _ALL)
-        unknown = sorted(set(types[~info.is_control].tolist()) - set(self.control_profiles_.index))
-        if unknown:
-            raise DataContractError(
-                f"query cell types {unknown} were not seen in `fit` (seen: "
-                f"{list(self.control_profiles_.index)}); fit on data that holds them."
-            )
+        unseen = sorted(set(types[~info.is_control].tolist()) - set(self.control_profiles_.index))
+        # a cell type never fitted: its query cells (its controls) give its control profile
+        new_ctrl = {ct: np.asarray(X[types == ct].mean(0)).ravel() for ct in unseen}
+        warn_unseen(
+            unseen,
+            fitted=self.control_profiles_.index,
+            cell_type_key=self.cell_type_key,
+            model=type(self).__name__,
+            action=self._unseen_action,
+            stacklevel=2,
+        )
         out = np.empty((adata.n_obs, len(self.feature_names_in_)))
         ctrl_rows = np.flatnonzero(info.is_control)
         ctrl = X[ctrl_rows]
@@ -138,19 +166,36 @@ class _Baseline(RegressorMixin, BaseEstimator):
         frame = pd.DataFrame({"p": info.labels[pert_rows], "ct": types[pert_rows]})
         for (label, ct), idx in frame.groupby(["p", "ct"], sort=False).indices.items():
             rows = pert_rows[idx]
-            if self.cells == "profile":
-                out[rows] = self._profile(label, ct)
+            if ct in new_ctrl:
+                profile = new_ctrl[ct] + self._unseen_delta(label)
             else:
-                out[rows] = _carry_cells(X[rows], self._profile(label, ct), self.nonzero_level_)
+                profile = self._profile(label, ct)
+            if self.cells == "profile":
+                out[rows] = profile
+            else:
+                out[rows] = _carry_cells(X[rows], profile, self.nonzero_level_)
         np.clip(out, 0.0, None, out=out)
-        return self._output(out, adata)
+        return self._output(out, adata, output, all_genes, random_state)
 
-    def _output(self, X: np.ndarray, query):
+    def _query_data(self, adata):
+        """The query prepared once (``_read_input`` and the counts output pass it through)."""
+        return prepare(
+            adata,
+            perturbation_key=self.perturbation_key,
+            control_label=self.control_label,
+            cell_type_key=self.cell_type_key,
+            require_control=False,
+        )
+
+    def _output(self, X: np.ndarray, query, output="log1p", all_genes=False, random_state=None):
         """The prediction as AnnData: the query's obs, the training genes as var."""
         import anndata as ad
 
         var = pd.DataFrame(index=pd.Index(self.feature_names_in_))
-        return ad.AnnData(X, obs=query.obs.copy(), var=var)
+        pred = ad.AnnData(X, obs=query.obs.copy(), var=var)
+        return prediction_output(
+            pred, query, output=output, all_genes=all_genes, random_state=random_state
+        )
 
     def __sklearn_tags__(self):
         # multi-output regressors of AnnData: no y is needed, the targets are the cells

@@ -270,6 +270,41 @@ def _take_cols(X, cols):
 
 
 # ---------------------------------------------------------------------- prepare
+#: The three label keys and their defaults; a key left at its default is "not given".
+DEFAULT_KEYS = {
+    "perturbation_key": "target_gene",
+    "control_label": "non-targeting",
+    "cell_type_key": None,
+}
+
+
+def resolve_keys(adata, **keys) -> dict:
+    """The label keys to use for ``adata``: those given, else those recorded in ``uns['sktx']``.
+
+    A key left at its default (``DEFAULT_KEYS``) is replaced by the one
+    :func:`sktx.datasets.load_h5ad` recorded, so column names are given once.
+    A :class:`PerturbationData` answers with its own keys where none is given.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> a = ad.AnnData(np.ones((2, 1)))
+    >>> a.uns["sktx"] = {"perturbation_key": "perturbation", "control_label": "control"}
+    >>> resolve_keys(a)["perturbation_key"], resolve_keys(a, control_label="ctrl")["control_label"]
+    ('perturbation', 'ctrl')
+    """
+    out = {name: keys.get(name, default) for name, default in DEFAULT_KEYS.items()}
+    if isinstance(adata, PerturbationData):
+        record = {name: getattr(adata, name) for name in DEFAULT_KEYS}
+    else:
+        record = getattr(adata, "uns", {}).get("sktx")
+    if isinstance(record, dict):
+        for name, default in DEFAULT_KEYS.items():
+            if out[name] == default and record.get(name) is not None:
+                out[name] = record[name]
+    return out
+
+
 def prepare(
     adata,
     *,
@@ -297,6 +332,10 @@ def prepare(
         Label of control cells.
     cell_type_key : str, optional
         ``obs`` column with the cell type (context) of each cell.
+
+        Each of the three keys left at its default is read from ``uns['sktx']``
+        when :func:`sktx.datasets.load_h5ad` recorded it there (see
+        :func:`resolve_keys`), so the column names are given once.
     layer : str, optional
         Read expression from this layer instead of ``X`` (not for backed files).
     normalize : {"auto", "counts", "log1p"}, default="auto"
@@ -334,12 +373,17 @@ def prepare(
     """
     if normalize not in NORMALIZE:
         raise ValueError(f"`normalize` must be one of {NORMALIZE}, got {normalize!r}.")
+    keys = resolve_keys(
+        adata,
+        perturbation_key=perturbation_key,
+        control_label=control_label,
+        cell_type_key=cell_type_key,
+    )
+    perturbation_key, control_label, cell_type_key = keys.values()
     if isinstance(adata, PerturbationData):
         return _check_prepared(
             adata,
-            perturbation_key=perturbation_key,
-            control_label=control_label,
-            cell_type_key=cell_type_key,
+            **keys,
             layer=layer,
             require_control=require_control,
             require_perturbed=require_perturbed,

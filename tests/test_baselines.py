@@ -15,6 +15,7 @@ from sktx.baselines import (
     BASELINES,
     AdditiveBaseline,
     ControlBaseline,
+    KNNBaseline,
     LinearBaseline,
     MeanBaseline,
 )
@@ -39,9 +40,15 @@ def _pb(adata, label, key="target_gene"):
 
 def test_registry_names_every_baseline_once():
     # the names the CLI's report and metrics tables use
-    assert ALL == ["control", "mean", "additive", "additive_joint", "linear"]
+    assert ALL == ["control", "mean", "additive", "additive_joint", "linear", "knn"]
     classes = {type(make()) for make in BASELINES.values()}
-    assert classes == {ControlBaseline, MeanBaseline, AdditiveBaseline, LinearBaseline}
+    assert classes == {
+        ControlBaseline,
+        MeanBaseline,
+        AdditiveBaseline,
+        LinearBaseline,
+        KNNBaseline,
+    }
     joint = BASELINES["additive_joint"](perturbation_key="perturbation")
     assert joint.get_params()["effects"] == "joint"
     assert joint.get_params()["perturbation_key"] == "perturbation"

@@ -25,10 +25,18 @@ from sklearn.base import BaseEstimator
 
 from sktx.baselines._additive import AdditiveBaseline
 from sktx.baselines._control import ControlBaseline
+from sktx.baselines._knn import KNNBaseline
 from sktx.baselines._linear import LinearBaseline
 from sktx.baselines._mean import MeanBaseline
 
-__all__ = ["BASELINES", "AdditiveBaseline", "ControlBaseline", "LinearBaseline", "MeanBaseline"]
+__all__ = [
+    "BASELINES",
+    "AdditiveBaseline",
+    "ControlBaseline",
+    "KNNBaseline",
+    "LinearBaseline",
+    "MeanBaseline",
+]
 
 #: Baseline name (as in ``sktx demo``'s report and metrics tables) -> factory. Each
 #: factory takes the estimator's keyword parameters, e.g.
@@ -40,4 +48,6 @@ BASELINES: dict[str, Callable[..., BaseEstimator]] = {
     # target effects fitted on singles and combinations: what the regressor starts from
     "additive_joint": partial(AdditiveBaseline, effects="joint"),
     "linear": LinearBaseline,
+    # unseen targets from the effects of similar fitted ones (gene sets, co-expression)
+    "knn": KNNBaseline,
 }

@@ -18,7 +18,11 @@ class AdditiveBaseline(_Baseline):
     ``"A+B"`` gets ``delta(A) + delta(B)`` from the training singles; a
     target never seen as a single contributes the mean training delta (so an
     unseen single is predicted as control + mean delta). Deltas are pseudobulk
-    log1p differences to the controls of the same cell type.
+    log1p differences to the controls of the same cell type. A cell type never
+    seen in ``fit`` gets its query's control mean plus the label's delta
+    averaged over the fitted cell types that measured it ("the same delta as
+    in the fitted cell types"), with an
+    :class:`~sktx.context.UnseenContextWarning`.
 
     Parameters
     ----------
@@ -104,6 +108,16 @@ class AdditiveBaseline(_Baseline):
                 self.control_label,
             )
             self.effects_ = {ct: fx for ct, (fx, _) in fits.items()}
+
+    _unseen_action = (
+        "the query's control mean plus the label's delta averaged over the fitted cell types "
+        "that measured it (else over its prediction in every fitted cell type)"
+    )
+
+    def _unseen_delta(self, label: str) -> np.ndarray:
+        measured = [ct for ct in self.control_profiles_.index if (label, ct) in self.deltas_.index]
+        cts = measured or list(self.control_profiles_.index)
+        return np.mean([self._delta(label, ct) for ct in cts], axis=0)
 
     def _delta(self, label: str, cell_type: str) -> np.ndarray:
         if (label, cell_type) in self.deltas_.index:

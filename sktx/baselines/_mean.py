@@ -16,6 +16,10 @@ class MeanBaseline(_Baseline):
     Every perturbed query cell gets the mean of the training pseudobulks of
     all labels of its cell type — control included, exactly as cell-eval's
     ``build_base_mean_adata`` builds the Virtual Cell Challenge baseline.
+    A cell type never seen in ``fit`` gets its query's control mean plus the
+    mean response of the fitted cell types (each one's mean profile minus its
+    control profile, averaged), with an
+    :class:`~sktx.context.UnseenContextWarning`.
 
     Parameters
     ----------
@@ -60,3 +64,12 @@ class MeanBaseline(_Baseline):
 
     def _profile(self, label: str, cell_type: str) -> np.ndarray:
         return self.mean_profiles_.loc[cell_type].to_numpy()
+
+    _unseen_action = (
+        "the query's control mean plus the mean response (mean profile minus control) "
+        "averaged over the fitted cell types"
+    )
+
+    def _delta(self, label: str, cell_type: str) -> np.ndarray:
+        # the same for every label: the cell type's mean response
+        return self._profile(label, cell_type) - self.control_profiles_.loc[cell_type].to_numpy()

@@ -11,7 +11,9 @@ import torch
 
 from sktx._scoring import SCORE_DOC, delta_mse_score
 from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
+from sktx.context import warn_unseen
 from sktx.nn import predict_cells
+from sktx.regressor._context import ACTION, context_means, transfer, unseen_contexts
 from sktx.regressor._training import _threads
 
 __all__ = ["PredictMixin"]
@@ -57,6 +59,14 @@ class PredictMixin:
             if self.on_unknown_target != "warn":
                 raise DataContractError(msg)
             warnings.warn(msg, UserWarning, stacklevel=3)
+        warn_unseen(
+            unseen_contexts(cts, is_control, state),
+            fitted=state.cell_types,
+            cell_type_key=self.cell_type_key,
+            model=type(self).__name__,
+            action=ACTION,
+            stacklevel=3,
+        )
         return X, labels, is_control, cts, state
 
     def _predict_delta(self, group_keys, basal, state):
@@ -68,6 +78,10 @@ class PredictMixin:
             for s in range(0, len(group_keys), self.batch_size):
                 keys = group_keys[s : s + self.batch_size]
                 inputs = [self._group_inputs(lab, ct, state) for lab, ct in keys]
+                for i, (lab, ct) in enumerate(keys):
+                    if ct not in state.cell_types:  # zero-shot: effects of the fitted contexts
+                        tr = transfer(self, state).predict(lab, basal[s + i])
+                        inputs[i]["baseline"] = tr.astype(np.float32)
                 Xi = self._module_inputs(inputs, basal[s : s + self.batch_size], state)
                 with self._autocast():
                     d, ls = module(**Xi)
@@ -129,8 +143,9 @@ class PredictMixin:
         """Yield (predicted cells, basal) per group of query rows.
 
         ``basal`` is the control mean the prediction is anchored to: the fitted
-        control mean of the group's cell type (``basal="fitted"``; the query's
-        own mean for cell types not seen in fit) or the query rows' mean.
+        control mean of the group's cell type (``basal="fitted"``; for a cell
+        type not seen in fit, the mean of all query cells of that cell type) or
+        the query rows' mean.
         """
         if not groups.labels:
             return
@@ -144,6 +159,11 @@ class PredictMixin:
             for j, ct in enumerate(groups.cell_types):
                 if ct in seen:
                     basal[j] = state.ctrl_means[seen[ct]]
+            # an unseen cell type: all its query cells (its controls) estimate its mean
+            new = context_means(Xq, groups, set(groups.cell_types) - set(seen))
+            for j, ct in enumerate(groups.cell_types):
+                if ct in new:
+                    basal[j] = new[ct]
         keys = list(zip(groups.labels, groups.cell_types, strict=True))
         delta, log_scale = self._predict_delta(keys, basal, state)
         for j, rows in enumerate(groups.rows):

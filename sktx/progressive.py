@@ -401,10 +401,22 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ delegation
     @available_if(_estimator_has("predict"))
-    def predict(self, X, **params):
-        """Predict with the model of the last phase (see the estimator's ``predict``)."""
+    def predict(self, X, *, output="log1p", all_genes=False, random_state=None, **params):
+        """Predict with the model of the last phase (see the estimator's ``predict``).
+
+        ``output="counts"`` / ``all_genes=True`` as in
+        :meth:`PerturbationRegressor.predict` (also through a ``GeneSelector``);
+        ``random_state`` None uses this estimator's.
+        """
         check_is_fitted(self)
-        return self.estimator_.predict(X, **params)
+        if output == "log1p" and not all_genes:
+            return self.estimator_.predict(X, **params)
+        from sktx._counts import predict_output
+
+        seed = self.random_state if random_state is None else random_state
+        return predict_output(
+            self.estimator_, X, output=output, all_genes=all_genes, random_state=seed, **params
+        )
 
     @available_if(_estimator_has("score"))
     def score(self, X, y=None, **params):

@@ -62,9 +62,14 @@ class ControlBaseline(_Baseline):
     def _fit(self, pb) -> None:
         return None
 
-    def predict(self, adata):
-        """Return the query cells' own log1p expression on the training genes."""
+    def predict(self, adata, *, output="log1p", all_genes=False, random_state=None):
+        """Return the query cells' own expression on the training genes.
+
+        ``output="counts"`` resamples counts from the count model (see
+        :meth:`MeanBaseline.predict`); ``all_genes=True`` keeps every query gene.
+        """
         check_is_fitted(self)
+        adata = self._query_data(adata)
         X = self._read_input(adata, training=False).X
         X = X.toarray() if sp.issparse(X) else np.array(X, dtype=np.float64)
-        return self._output(X, adata)
+        return self._output(X, adata, output, all_genes, random_state)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sktx._counts import prediction_output
 from sktx._scoring import SCORE_DOC, delta_mse_score
 from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
 from sktx.context import warn_unseen
@@ -92,7 +93,7 @@ class PredictMixin:
                 scales.append(ls.float().cpu().numpy())
         return np.concatenate(deltas), np.concatenate(scales)
 
-    def predict(self, X):
+    def predict(self, X, *, output="log1p", all_genes=False, random_state=None):
         """Simulate perturbed cells from control cells.
 
         Parameters
@@ -101,6 +102,15 @@ class PredictMixin:
             Query cells: control cells whose ``obs[perturbation_key]`` names the
             perturbation to simulate (cells labelled ``control_label`` are
             returned unchanged). Counts or log1p; must contain the fitted genes.
+        output : {"log1p", "counts"}, default="log1p"
+            ``"counts"``: raw integer counts (CSR) sampled from a negative binomial
+            whose normalised mean is the log1p prediction, at each query cell's
+            library size (needs the query's counts; see :mod:`sktx._counts`).
+        all_genes : bool, default=False
+            Return the query's whole gene axis; genes outside ``genes_`` keep the
+            query cells' own values.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the sampled counts; None uses the estimator's ``random_state``.
 
         Returns
         -------
@@ -108,6 +118,7 @@ class PredictMixin:
             Same ``obs`` (copied), ``var`` = ``genes_``, ``X`` dense float32
             log1p predictions (non-negative); ``uns['log1p']`` is set.
         """
+        X = self._prepare(X, require_control=False)  # once: `_query` passes it through
         Xq, labels, is_control, cts, state = self._query(X)
         groups = CellGroups.from_labels(labels, is_control, cts)
         out = Xq.toarray()
@@ -120,7 +131,10 @@ class PredictMixin:
             var=pd.DataFrame(index=pd.Index(state.genes, name=X.var_names.name)),
         )
         result.uns["log1p"] = {"base": None}
-        return result
+        seed = self.random_state if random_state is None else random_state
+        return prediction_output(
+            result, X, output=output, all_genes=all_genes, random_state=seed
+        )
 
     def predict_deltas(self, adata) -> pd.DataFrame:
         """Predicted pseudobulk delta per perturbation group, vs the control mean it starts from.

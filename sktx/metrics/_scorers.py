@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from sktx.metrics._input import DataContractError, matrix, prepare_input
 from sktx.metrics._registry import available_metrics, get_metric
-from sktx.metrics._scores import vcc_score
+from sktx.metrics._scores import build_mean_baseline, vcc_score
 from sktx.metrics._table import Reference
 
 __all__ = [
+    "FallbackWarning",
     "PerturbationScorer",
     "des_scorer",
     "get_scorer",
@@ -21,6 +26,14 @@ __all__ = [
     "top_de_mse_scorer",
     "vcc_scorer",
 ]
+
+# The regressor's warning for targets it has no embedding for (on_unknown_target="warn").
+_NO_EMBEDDING = re.compile(r"no embedding for target gene\(s\) (\[[^\]]*\])")
+
+
+class FallbackWarning(UserWarning):
+    """Scored perturbations the model could not embed and predicted by its fallback."""
+
 
 _DEFAULTS = {
     "perturbation_key": "target_gene",
@@ -66,6 +79,15 @@ class PerturbationScorer:
     random_state : int, default=0
         Which control cells make the query.
 
+    Attributes
+    ----------
+    fallbacks_ : list of dict
+        One record per call (in this process): ``estimator``,
+        ``n_perturbations`` scored, ``n_fallback`` of them predicted by the
+        model's fallback because a target gene has no embedding (named in
+        ``fallback_perturbations`` and ``unknown_targets``). A
+        :class:`FallbackWarning` says the same when ``n_fallback > 0``.
+
     Notes
     -----
     Predictions are clipped at 0 before scoring (cell-eval rejects negative
@@ -73,6 +95,13 @@ class PerturbationScorer:
     When the estimator predicts a subset of genes (e.g. after a
     ``GeneSelector``), the real data are restricted to those genes, so scores
     of models using different gene sets are not strictly comparable.
+
+    A perturbation whose target the model cannot embed (a
+    :class:`~sktx.regressor.PerturbationRegressor` with
+    ``on_unknown_target="warn"``, the default) is scored as the model predicts
+    it without an embedding, never left out and never NaN, so every candidate
+    of a grid is scored on the same perturbations; the count is in
+    ``fallbacks_`` and in a :class:`FallbackWarning`.
 
     Examples
     --------
@@ -106,6 +135,7 @@ class PerturbationScorer:
         self.control_label = control_label
         self.cell_type_key = cell_type_key
         self.random_state = random_state
+        self.fallbacks_: list[dict] = []
 
     def __repr__(self) -> str:
         sign = "" if self.greater_is_better else ", greater_is_better=False"
@@ -141,6 +171,45 @@ class PerturbationScorer:
         real, pred, _ = self._real_and_pred(estimator, X)
         return real, pred
 
+    def _predict(self, estimator, query, keys: dict):
+        """``estimator.predict(query)``, counting perturbations scored as its fallback."""
+        from sktx.data import split_targets
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = estimator.predict(query)
+        unknown: set[str] = set()
+        for w in caught:
+            match = _NO_EMBEDDING.search(str(w.message))
+            if match:
+                unknown.update(ast.literal_eval(match.group(1)))
+            else:  # not ours to swallow
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        perts = sorted(set(query.labels[~query.is_control].tolist()))
+        fallback = [
+            p for p in perts if unknown & set(split_targets(p, keys["control_label"]) or [p])
+        ]
+        record = {
+            "estimator": type(estimator).__name__,
+            "n_perturbations": len(perts),
+            "n_fallback": len(fallback),
+            "fallback_perturbations": fallback,
+            "unknown_targets": sorted(unknown),
+        }
+        self.fallbacks_.append(record)
+        if fallback:
+            warnings.warn(
+                f"{len(fallback)} of {len(perts)} scored perturbations ({', '.join(fallback[:8])}"
+                f"{' ...' if len(fallback) > 8 else ''}) have target genes without an embedding "
+                f"in {record['estimator']} ({', '.join(record['unknown_targets'][:8])}); they are "
+                "scored as the model predicts them without one (its fallback: the baseline plus "
+                "its response to an anonymous target). Gene sets covering these targets (e.g. "
+                "`gene_sets=` a GO BP GMT) embed them.",
+                FallbackWarning,
+                stacklevel=4,
+            )
+        return out
+
     def _real_and_pred(self, estimator, X):
         import anndata as ad
 
@@ -151,7 +220,7 @@ class PerturbationScorer:
         # scored cells are all cut from this one object
         data = prepare_input(X, **keys)
         query = make_query(data, random_state=self.random_state)
-        out = estimator.predict(query)
+        out = self._predict(estimator, query, keys)
         if not isinstance(out, ad.AnnData) or out.n_obs != query.n_obs:
             raise TypeError(
                 f"{type(estimator).__name__}.predict(query) must return an AnnData with one "
@@ -184,7 +253,10 @@ class PerturbationScorer:
     def __call__(self, estimator, X, y=None) -> float:
         real, pred, keys = self._real_and_pred(estimator, X)
         if self.metric == "vcc":
-            value = vcc_score(real, pred, **keys)
+            base = build_mean_baseline(real, **keys)
+            # `real` is read with canonical labels ("A+B", targets sorted); so is its baseline
+            base.obs[keys["perturbation_key"]] = real.labels
+            value = vcc_score(real, pred, baseline=base, **keys)
         else:
             ref = Reference(real, **keys)
             table = ref.table(ref.read(pred), [self._metric])

@@ -109,11 +109,13 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         ``None`` keeps torch's setting. On a shared machine, or inside a
         parallel ``GridSearchCV``, ``n_jobs=1`` avoids thread oversubscription,
         which was measured here to slow training by up to 10x.
-    on_unknown_target : {"error", "warn"}, default="error"
+    on_unknown_target : {"warn", "error"}, default="warn"
         What ``predict``/``score`` do with a target gene that has no embedding
-        (not fitted, not in ``gene_sets``, never perturbed in training):
-        raise, or warn and predict it from the baseline and the network's
-        response to an anonymous target (useful in cross-validation).
+        (not fitted, not in ``gene_sets``, never perturbed in training): warn
+        and predict it from the baseline and the network's response to an
+        anonymous target (the default, as in ``sktx train``: a grid search or
+        cross-validation always gets a number, and the sktx scorers count such
+        perturbations), or raise.
     device : str, default="cpu"
     random_state : int, RandomState or None, default=None
         Seeds weights, set sampling and the validation split (CPU runs are reproducible).
@@ -187,7 +189,7 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         n_iter_no_change: int = 5,
         layer: str | None = None,
         n_jobs: int | None = None,
-        on_unknown_target: str = "error",
+        on_unknown_target: str = "warn",
         device: str = "cpu",
         random_state=None,
         verbose: int = 0,

@@ -16,6 +16,7 @@ import pytest
 from skorch.callbacks import Callback
 from typer.testing import CliRunner
 
+import sktx
 from sktx import log_normalize
 from sktx.cli import _app, _estimator, _io, app
 
@@ -182,7 +183,7 @@ def test_subsample_is_stratified(sim):
 
 def test_split_holds_out_perturbations(sim):
     keys = _io.Keys()
-    train, test = _io._split(sim, keys, 0.25, seed=0)
+    train, test = _io._split(sktx.prepare(sim), keys, 0.25, seed=0)
     train_p = set(train.obs["target_gene"]) - {"non-targeting"}
     test_p = set(test.obs["target_gene"]) - {"non-targeting"}
     assert test_p and not (train_p & test_p)

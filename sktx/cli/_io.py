@@ -190,11 +190,11 @@ def _subsample(adata, n_cells: int | None, key: str, seed: int):
     return adata[np.sort(np.concatenate(keep))].copy()
 
 
-def _split(adata, keys: Keys, holdout: float, seed: int):
-    """Hold out a fraction of the perturbations; controls go to both sides."""
+def _split(data, keys: Keys, holdout: float, seed: int):
+    """Hold out a fraction of the perturbations (of a PerturbationData); controls go to both."""
     from sktx.model_selection import PerturbationSplit
 
-    perts = set(adata.obs[keys.perturbation_key].astype(str)) - {keys.control_label}
+    perts = set(data.labels[~data.is_control].tolist())
     if len(perts) < 2:
         raise BadInput(
             f"need at least 2 perturbations to hold some out, found {len(perts)} in "
@@ -208,27 +208,19 @@ def _split(adata, keys: Keys, holdout: float, seed: int):
         perturbation_key=keys.perturbation_key,
         control_label=keys.control_label,
     )
-    train_idx, test_idx = next(cv.split(adata))
-    return adata[train_idx].copy(), adata[test_idx].copy()
+    train_idx, test_idx = next(cv.split(data))
+    return data[train_idx], data[test_idx]
 
 
-def _canonical(adata, keys: Keys) -> pd.Series:
-    """Perturbation labels in canonical form, as every sktx estimator and metric reads them."""
-    from sktx.data import canonical_obs_labels
-
-    return pd.Series(
-        canonical_obs_labels(adata, key=keys.perturbation_key, control_label=keys.control_label)
-    )
-
-
-def _summary(adata, train, test, keys: Keys, source: str) -> dict:
-    labels = _canonical(adata, keys)
-    heldout = sorted(set(_canonical(test, keys)) - {keys.control_label})
-    trained = sorted(set(_canonical(train, keys)) - {keys.control_label})
+def _summary(data, train, test, keys: Keys, source: str) -> dict:
+    """What ``data.json`` says of the run's data (PerturbationData: canonical labels)."""
+    labels = pd.Series(data.labels)
+    heldout = sorted(set(test.labels.tolist()) - {keys.control_label})
+    trained = sorted(set(train.labels.tolist()) - {keys.control_label})
     out = {
         "source": source,
-        "cells": int(adata.n_obs),
-        "genes measured": int(adata.n_vars),
+        "cells": int(data.n_obs),
+        "genes measured": int(data.n_vars),
         "control cells": int((labels == keys.control_label).sum()),
         "perturbations": int(labels.nunique() - 1),
         "combinations (A+B)": int(sum("+" in p for p in set(labels) - {keys.control_label})),
@@ -239,7 +231,7 @@ def _summary(adata, train, test, keys: Keys, source: str) -> dict:
         "train_perturbations": trained,
     }
     if keys.cell_type_key:
-        out["cell types"] = sorted(set(adata.obs[keys.cell_type_key].astype(str)))
+        out["cell types"] = sorted(set(data.cell_types.astype(str).tolist()))
     return out
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sktx.cli._app import BadInput, Strategy, _echo
@@ -109,8 +110,8 @@ def _baselines(cfg: TrainConfig) -> dict:
 _UNKNOWN = re.compile(r"no embedding for target gene\(s\) (\[[^\]]*\])")
 
 
-def _predict_each(estimator, query, key: str):
-    """Predict the query; perturbations the model rejects are dropped and reported.
+def _predict_each(estimator, query):
+    """Predict the query (a PerturbationData); perturbations the model rejects are dropped.
 
     Returns the prediction, ``{label: reason}`` of dropped perturbations and the target
     genes the model predicted without an embedding (it warns about those).
@@ -135,10 +136,10 @@ def _predict_each(estimator, query, key: str):
     except ValueError:
         pass
     preds, failed = [], {}
-    labels = query.obs[key].astype(str).to_numpy()
+    labels = query.labels
     for label in sorted(set(labels.tolist())):
         try:
-            preds.append(run(query[labels == label].copy()))
+            preds.append(run(query[labels == label]))
         except ValueError as exc:
             failed[label] = str(exc).strip().splitlines()[0]
     if not preds:
@@ -147,14 +148,17 @@ def _predict_each(estimator, query, key: str):
 
 
 def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[dict, list[str]]:
-    """Predict the held-out perturbations with the model and each baseline and score them."""
+    """Predict the held-out perturbations with the model and each baseline and score them.
+
+    ``train`` and ``test`` are cut from the run's one PerturbationData: the baselines'
+    gene panels and the scored truth are views of it, never re-checked.
+    """
     from sktx.model_selection import make_query
     from sktx.report import evaluate_predictions
 
     keys = asdict(cfg.keys)
-    key = cfg.keys.perturbation_key
     query = make_query(test, random_state=cfg.seed, **keys)
-    pred, failed, unknown = _predict_each(estimator, query, key)
+    pred, failed, unknown = _predict_each(estimator, query)
     notes = []
     if unknown:
         notes.append(
@@ -167,9 +171,8 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
         _echo(quiet, "note: " + notes[-1])
     if failed:
         # Score every model on the same perturbations: those the model could predict.
-        keep_q = ~query.obs[key].astype(str).isin(failed).to_numpy()
-        keep_t = ~test.obs[key].astype(str).isin(failed).to_numpy()
-        query, test = query[keep_q].copy(), test[keep_t].copy()
+        query = query[~np.isin(query.labels, list(failed))]
+        test = test[~np.isin(test.labels, list(failed))]
         first = next(iter(sorted(failed.items())))
         notes.append(
             f"{cfg.model_name} could not predict {len(failed)} of the held-out perturbations "
@@ -183,14 +186,12 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
     if cfg.baselines:
         for label, base in _baselines(cfg).items():
             t0 = time.perf_counter()
-            base.fit(train[:, genes].copy())
-            preds[label] = base.predict(query[:, genes].copy())
+            base.fit(train.select_genes(genes))
+            preds[label] = base.predict(query.select_genes(genes))
             seconds = time.perf_counter() - t0
             _echo(quiet, f"  baseline {label:<14} fitted and predicted in {seconds:.1f} s")
     scores = evaluate_predictions(test, preds, **keys)
-    scores["scored_perturbations"] = sorted(
-        set(test.obs[key].astype(str)) - {cfg.keys.control_label}
-    )
+    scores["scored_perturbations"] = sorted(set(test.labels[~test.is_control].tolist()))
     return scores, notes
 
 
@@ -240,6 +241,7 @@ def run_experiment(
     >>> list(result.metrics.index)  # doctest: +SKIP
     ['PerturbationRegressor', 'control', 'mean', 'additive', 'additive_joint', 'linear']
     """
+    from sktx.data import prepare
     from sktx.report import RunRecord, write_report
 
     t_start = time.perf_counter()
@@ -263,8 +265,10 @@ def run_experiment(
         seed=cfg.seed,
     )
     adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
-    train, test = _split(adata, cfg.keys, cfg.holdout, cfg.seed)
-    summary = _summary(adata, train, test, cfg.keys, source)
+    # The run's one check and normalisation: split, fit, baselines and scoring share it.
+    data = prepare(adata, **asdict(cfg.keys))
+    train, test = _split(data, cfg.keys, cfg.holdout, cfg.seed)
+    summary = _summary(data, train, test, cfg.keys, source)
     heldout = summary["heldout_perturbations"]
     _echo(
         quiet,

@@ -21,13 +21,18 @@ def _slim(adata, genes, keys):
     """Just the genes and label columns the metrics read (keeps concatenation cheap)."""
     import anndata as ad
 
-    from sktx.data import get_matrix
+    from sktx.data import PerturbationData, get_matrix
 
-    sub = adata[:, list(genes)]
-    X = get_matrix(sub)
+    if isinstance(adata, PerturbationData):  # prepared once by the caller: canonical labels
+        X = adata.select_genes(list(genes)).X
+        columns = dict(zip(keys, (adata.labels, adata.cell_types), strict=True))
+        obs = pd.DataFrame({k: np.asarray(v).astype(str) for k, v in columns.items() if k})
+        obs.index = adata.obs.index.astype(str)
+    else:
+        X = get_matrix(adata[:, list(genes)])
+        obs = pd.DataFrame({k: adata.obs[k].astype(str).to_numpy() for k in keys if k})
+        obs.index = adata.obs_names.astype(str)
     X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-    obs = pd.DataFrame({k: adata.obs[k].astype(str).to_numpy() for k in keys if k is not None})
-    obs.index = adata.obs_names.astype(str)
     return ad.AnnData(X.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(genes)))
 
 
@@ -55,8 +60,9 @@ def evaluate_predictions(
 
     Parameters
     ----------
-    real : AnnData
-        Real log1p cells of the held-out perturbations plus control cells.
+    real : AnnData or PerturbationData
+        Real cells of the held-out perturbations plus control cells (an AnnData
+        is read as log1p, as written; a PerturbationData as prepared).
     predictions : mapping of str to AnnData
         Model name -> predicted cells (e.g. ``model.predict(make_query(real))``).
         Control cells are added from ``real`` when a prediction has none. All
@@ -93,7 +99,7 @@ def evaluate_predictions(
     from sktx.metrics._table import Reference, select_metrics
 
     keys = [perturbation_key, cell_type_key]
-    genes = pd.Index(real.var_names)
+    genes = pd.Index(real.genes if hasattr(real, "genes") else real.var_names)
     for pred in predictions.values():
         genes = genes[genes.isin(pred.var_names)]
     if genes.empty:
@@ -116,7 +122,9 @@ def evaluate_predictions(
             pred_g = ad.concat([controls, pred_g], index_unique=None)
             pred_g.obs_names_make_unique()
         if ref is None:
-            ref = Reference(real_g, **kw)
+            # prepared real data are read as they are (not checked a second time)
+            prepared = real.select_genes(list(genes)) if hasattr(real, "genes") else real_g
+            ref = Reference(prepared, **kw)
         table = ref.table(ref.read(pred_g), select_metrics(None))
         cols = [c for c in names if c in table]
         means = table[cols].astype(float).mean()

@@ -86,8 +86,8 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         cells) for ``valid_loss``; 0 disables validation.
     basal : {"fitted", "query"}, default="fitted"
         Control mean a prediction starts from: the mean of the fitted control
-        cells of the query's cell type (the query's own mean for a cell type
-        not seen in ``fit``), or the mean of the query cells of each
+        cells of the query's cell type (for a cell type not seen in ``fit``,
+        the mean of all its query cells; docs/zero_shot.md), or the mean of the query cells of each
         perturbation. Either way the query cells supply the cell-to-cell
         variation. ``"fitted"`` removes the sampling noise of a query drawn
         from the controls; use ``"query"`` when the query cells are a

@@ -203,8 +203,9 @@ def make_query(
     AnnData
         Controls' expression (sparse stays sparse), obs and var, with
         ``obs[perturbation_key]`` set to the label to predict,
-        ``obs["control_cell"]`` naming the source control cell and
-        ``uns['sktx']`` copied (the keys it records travel with the query).
+        ``obs["control_cell"]`` naming the source control cell,
+        ``layers['counts']`` when ``adata`` has it, and ``uns['sktx']`` copied
+        (the keys it records travel with the query).
 
     Examples
     --------
@@ -274,7 +275,9 @@ def make_query(
     obs[perturbation_key] = pd.Series(new_labels, index=obs.index, dtype=object).astype(str)
     obs.index = pd.Index([f"query{i}" for i in range(len(src))])
     X = X.copy() if not sp.issparse(X) else X
-    query = ad.AnnData(X, obs=obs, var=adata.var.copy())
+    # raw counts travel with the query: a count model reads each cell's depth from them
+    layers = {"counts": adata.layers["counts"][src]} if "counts" in adata.layers else None
+    query = ad.AnnData(X, obs=obs, var=adata.var.copy(), layers=layers)
     for name in ("sktx", "log1p"):
         if isinstance(adata.uns.get(name), dict):
             query.uns[name] = dict(adata.uns[name])

@@ -418,6 +418,16 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
             self.estimator_, X, output=output, all_genes=all_genes, random_state=seed, **params
         )
 
+    @available_if(_estimator_has("predict"))
+    def predict_perturbations(self, controls, perturbations=None, **kwargs):
+        """Predict ``perturbations`` from the control cells of ``controls`` (AnnData out).
+
+        See :func:`sktx.predict_perturbations` (``n_cells=``, ``with_controls=``, ...).
+        """
+        from sktx._perturbations import predict_perturbations
+
+        return predict_perturbations(self, controls, perturbations, **kwargs)
+
     @available_if(_estimator_has("score"))
     def score(self, X, y=None, **params):
         """Score with the model of the last phase (see the estimator's ``score``)."""

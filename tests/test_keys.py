@@ -80,11 +80,8 @@ def test_make_query_per_perturbation_counts(sim):
 
 
 def test_estimators_and_pipeline_read_recorded_keys(recorded):
-    from sklearn.pipeline import Pipeline
 
     from sktx.baselines import BASELINES
-    from sktx.regressor import PerturbationRegressor
-    from sktx.selection import GeneSelector
 
     train_idx, test_idx = next(PerturbationSplit(3, shuffle=True, random_state=0).split(recorded))
     train, test = recorded[train_idx].copy(), recorded[test_idx].copy()
@@ -95,6 +92,17 @@ def test_estimators_and_pipeline_read_recorded_keys(recorded):
         default = factory().fit(train).predict(query)
         given = factory(**KEYS).fit(train).predict(query)
         np.testing.assert_allclose(default.X, given.X, err_msg=name)
+
+
+@pytest.mark.slow
+def test_pipeline_reads_recorded_keys(recorded):
+    from sklearn.pipeline import Pipeline
+
+    from sktx.regressor import PerturbationRegressor
+    from sktx.selection import GeneSelector
+
+    train_idx, test_idx = next(PerturbationSplit(3, shuffle=True, random_state=0).split(recorded))
+    train, query = recorded[train_idx].copy(), make_query(recorded[test_idx].copy())
     pipe = Pipeline(
         [
             ("select", GeneSelector(n_genes=30, random_state=0)),

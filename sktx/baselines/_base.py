@@ -187,6 +187,15 @@ class _Baseline(RegressorMixin, BaseEstimator):
             require_control=False,
         )
 
+    def predict_perturbations(self, controls, perturbations=None, **kwargs):
+        """Predict ``perturbations`` from the control cells of ``controls`` (AnnData out).
+
+        See :func:`sktx.predict_perturbations` (``n_cells=``, ``with_controls=``, ...).
+        """
+        from sktx._perturbations import predict_perturbations
+
+        return predict_perturbations(self, controls, perturbations, **kwargs)
+
     def _output(self, X: np.ndarray, query, output="log1p", all_genes=False, random_state=None):
         """The prediction as AnnData: the query's obs, the training genes as var."""
         import anndata as ad

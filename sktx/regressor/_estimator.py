@@ -13,6 +13,7 @@ from sktx.data import DataContractError, SetSampler, prepare
 from sktx.nn import GeneTokenModel, SetLoss
 from sktx.regressor._inputs import InputsMixin
 from sktx.regressor._predict import PredictMixin
+from sktx.regressor._repr import short_repr
 from sktx.regressor._state import N_FEATURES, FittedState, build_state
 from sktx.regressor._training import TrainingMixin, _EarlyStopping, _Sets, _threads
 
@@ -474,6 +475,19 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
             del self._group_inputs_
         self.residual_scale_ = state.residual_scale
         return self
+
+    def __repr__(self) -> str:
+        # skorch prints the whole torch module once initialised; show what was set
+        return short_repr(self)
+
+    def predict_perturbations(self, controls, perturbations=None, **kwargs):
+        """Predict ``perturbations`` from the control cells of ``controls`` (AnnData out).
+
+        See :func:`sktx.predict_perturbations` (``n_cells=``, ``with_controls=``, ...).
+        """
+        from sktx._perturbations import predict_perturbations
+
+        return predict_perturbations(self, controls, perturbations, **kwargs)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -13,7 +13,8 @@ predicted log1p value ``x_cg`` of gene ``g``, the expected count is
     mu_cg = expm1(x_cg) / TARGET_SUM * s_c          (TARGET_SUM = 1e4)
 
 so the library-size-normalised mean of the sampled counts is the prediction, and the
-depth follows the query cell. Counts are negative binomial,
+depth follows the query cell (a predicted value above ``log1p(TARGET_SUM)``, a gene
+holding more than the whole library, is capped there). Counts are negative binomial,
 ``Var(y_cg) = mu_cg + phi_g * mu_cg**2``, drawn as a gamma-Poisson mixture. The per-gene
 dispersion ``phi_g`` is a method-of-moments estimate on the query's own counts of the same
 context (the query cells *are* control cells), with size factors: with
@@ -106,7 +107,9 @@ def expected_counts(log1p, library_size, *, log_base: float | None = None) -> np
     >>> expected_counts(np.log1p([[9.0, 0.0]]), [2e4]).round(6)
     array([[18.,  0.]])
     """
-    x = np.clip(np.asarray(log1p, dtype=np.float64), 0.0, None)
+    # one gene cannot hold more than the whole (normalised) library
+    cap = np.log1p(TARGET_SUM) if log_base is None else np.log(TARGET_SUM + 1) / np.log(log_base)
+    x = np.clip(np.asarray(log1p, dtype=np.float64), 0.0, cap)
     norm = np.expm1(x) if log_base is None else np.power(float(log_base), x) - 1.0
     s = np.asarray(library_size, dtype=np.float64).reshape(-1, 1)
     return norm / TARGET_SUM * s

@@ -132,6 +132,7 @@ def test_every_baseline_predicts_counts(name, h1):
     assert np.array_equal(out.X.data, np.round(out.X.data))
 
 
+@pytest.mark.slow
 def test_regressor_and_progressive_predict_counts(h1):
     from sklearn.pipeline import Pipeline
 

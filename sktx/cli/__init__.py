@@ -21,6 +21,7 @@ from sktx.cli import _predict  # noqa: F401
 from sktx.cli import _evaluate  # noqa: F401
 from sktx.cli import _select  # noqa: F401
 from sktx.cli import _report  # noqa: F401
+from sktx.cli import _submit  # noqa: F401
 
 # isort: on
 from sktx.cli._app import app

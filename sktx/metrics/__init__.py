@@ -2,7 +2,8 @@
 
 Functions take ``(real, pred, *, perturbation_key, control_label, cell_type_key)``;
 scorers take ``(estimator, adata)`` for ``GridSearchCV(scoring=...)``;
-:func:`vcc_evaluate` delegates to the ``cell-eval`` package (``pip install sktx[eval]``).
+:func:`vcc_evaluate` delegates to the ``cell-eval`` package (``pip install sktx[eval]``),
+:func:`vcc2026_evaluate` to ``cell-eval2`` (the 2026 rules, raw counts).
 Every per-perturbation metric is a :class:`Metric` in a registry: one
 :func:`register_metric` call adds a metric to :func:`perturbation_metrics`,
 :func:`get_scorer` and the report tables.
@@ -37,12 +38,21 @@ from sktx.metrics._scores import (
     vcc_score,
 )
 from sktx.metrics._table import METRICS, perturbation_metrics
+from sktx.metrics._vcc2026 import (
+    VCC2026_METRICS,
+    VCC2026Result,
+    VCC2026Scorer,
+    vcc2026_evaluate,
+)
 
 __all__ = [
     "METRICS",
+    "VCC2026_METRICS",
     "Metric",
     "MetricContext",
     "PerturbationScorer",
+    "VCC2026Result",
+    "VCC2026Scorer",
     "VCCResult",
     "available_metrics",
     "build_mean_baseline",
@@ -61,6 +71,7 @@ __all__ = [
     "top_de_mse_score",
     "top_de_mse_scorer",
     "unregister_metric",
+    "vcc2026_evaluate",
     "vcc_evaluate",
     "vcc_score",
     "vcc_scorer",

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 # Names a metric may not take: the overall score and the table's label columns.
-_RESERVED = frozenset({"vcc", "perturbation", "cell_type", "model"})
+_RESERVED = frozenset({"vcc", "vcc2026", "perturbation", "cell_type", "model"})
 
 
 class MetricContext:

@@ -303,4 +303,9 @@ def get_scorer(name: str) -> PerturbationScorer:
         return _scorer_for(metric)
     if name == "vcc":
         return PerturbationScorer("vcc")
-    raise ValueError(f"unknown scorer {name!r}; choose from {sorted([*scorers, 'vcc'])}.")
+    if name == "vcc2026":  # cell-eval2's 2026 score of raw-count predictions
+        from sktx.metrics._vcc2026 import VCC2026Scorer
+
+        return VCC2026Scorer()
+    choices = sorted([*scorers, "vcc", "vcc2026"])
+    raise ValueError(f"unknown scorer {name!r}; choose from {choices}.")

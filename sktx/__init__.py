@@ -38,6 +38,7 @@ _LAZY = {
     "AdditiveBaseline": "sktx.baselines",
     "LinearBaseline": "sktx.baselines",
     "AcceleratedPerturbationRegressor": "sktx.accelerate",
+    "write_submission": "sktx.submission",
 }
 
 #: Submodules reachable as ``sktx.<name>`` without importing them first.
@@ -58,6 +59,7 @@ _SUBMODULES = (
     "regressor",
     "report",
     "selection",
+    "submission",
 )
 
 __all__ = [

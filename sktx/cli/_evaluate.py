@@ -36,6 +36,13 @@ class BaselineChoice(StrEnum):
     control = "control"
 
 
+class BaselineCells(StrEnum):
+    # How the `mean` baseline builds cells: from the real controls as sktx models do
+    # (the fair bar), or one profile per perturbation (cell-eval's baseline convention).
+    controls = "controls"
+    profile = "profile"
+
+
 def _restrict_to_predicted(real, pred, keys: Keys, quiet: bool):
     """Score the perturbations the prediction covers; reject ones the real data lacks."""
     key, ctrl = keys.perturbation_key, keys.control_label
@@ -77,6 +84,14 @@ def evaluate(
         BaselineChoice,
         typer.Option("--baseline", help="Also score a baseline built from the real data."),
     ] = BaselineChoice.mean,
+    baseline_cells: Annotated[
+        BaselineCells,
+        typer.Option(
+            "--baseline-cells",
+            help="How the mean baseline builds cells: 'controls' (the real controls carried "
+            "to its profile, zeros kept, as sktx models build cells) or 'profile' (cell-eval).",
+        ),
+    ] = BaselineCells.controls,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output prefix [default: <pred> without .h5ad].")
     ] = None,
@@ -96,8 +111,14 @@ def evaluate(
     real_ad = _restrict_to_predicted(real_ad, pred_ad, keys, quiet)
     preds = {"prediction": pred_ad}
     kw = asdict(keys)
-    if baseline is BaselineChoice.mean:
+    if baseline is BaselineChoice.mean and baseline_cells is BaselineCells.profile:
         preds["mean"] = build_mean_baseline(real_ad, **kw)
+    elif baseline is BaselineChoice.mean:
+        (BASELINES,) = _require("sktx.baselines", "BASELINES")
+        from sktx.model_selection import make_query
+
+        mean = _make(BASELINES["mean"], cells=baseline_cells.value, **kw).fit(real_ad)
+        preds["mean"] = mean.predict(make_query(real_ad, **kw))
     elif baseline is BaselineChoice.control:
         (BASELINES,) = _require("sktx.baselines", "BASELINES")
         from sktx.model_selection import make_query

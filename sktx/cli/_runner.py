@@ -93,6 +93,11 @@ class ExperimentResult:
 # Baselines ------------------------------------------------------------------------------------
 
 
+#: How a run's baselines build predicted cells: as the model does (the query's control
+#: cells carried to the predicted mean, zeros kept), so DES compares like with like.
+BASELINE_CELLS = "controls"
+
+
 def _baselines(cfg: TrainConfig) -> dict:
     """The baselines a run scores, in table order: sktx.baselines.BASELINES, the one list."""
     try:
@@ -100,8 +105,12 @@ def _baselines(cfg: TrainConfig) -> dict:
     except ImportError:
         return {}
     keys = asdict(cfg.keys)
+    # fair by default: cells built as the model builds them, the model's gene sets as prior
+    sets = list(cfg.gene_sets) if cfg.gene_sets else None
+    prior = {"gene_sets": sets, "prior_gene_sets": sets} if sets else {}
     return {
-        label: _make(factory, random_state=cfg.seed, **keys) for label, factory in BASELINES.items()
+        label: _make(factory, random_state=cfg.seed, cells=BASELINE_CELLS, **prior, **keys)
+        for label, factory in BASELINES.items()
     }
 
 
@@ -269,6 +278,7 @@ def run_experiment(
     data = prepare(adata, **asdict(cfg.keys))
     train, test = _split(data, cfg.keys, cfg.holdout, cfg.seed)
     summary = _summary(data, train, test, cfg.keys, source)
+    summary["baseline cells"] = f"{BASELINE_CELLS} (built as the model builds them)"
     heldout = summary["heldout_perturbations"]
     _echo(
         quiet,

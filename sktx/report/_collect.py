@@ -77,8 +77,11 @@ def evaluate_predictions(
     -------
     dict
         ``metrics`` (models x metrics, means over perturbations),
-        ``per_perturbation`` (long table), ``real_delta`` and ``pred_delta``
-        (perturbations x genes pseudobulk change vs control) and ``genes``;
+        ``per_perturbation`` (long table, with ``n_de_real``: genes DE in the real
+        cells), ``reference`` (the per-perturbation table of the cell-mean
+        baseline the VCC score is scaled against; None with ``vcc=False``),
+        ``real_delta`` and ``pred_delta`` (perturbations x genes pseudobulk
+        change vs control) and ``genes``;
         these are the fields of :class:`~sktx.report.RunRecord`.
 
     Examples
@@ -141,9 +144,11 @@ def evaluate_predictions(
     per_pert = pd.concat(tables, ignore_index=True).rename(columns=names)
     metrics = pd.DataFrame.from_dict(rows, orient="index")
     metrics.index.name = "model"
+    reference = None if base_table is None else base_table.rename(columns=names)
     return {
         "metrics": metrics,
         "per_perturbation": per_pert,
+        "reference": reference,
         "real_delta": _delta_frame(real_g, perturbation_key, control_label, cell_type_key),
         "pred_delta": pred_delta,
         "genes": list(genes),

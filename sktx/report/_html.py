@@ -11,6 +11,12 @@ import numpy as np
 import pandas as pd
 
 from sktx.report import _plots
+from sktx.report._compare import (
+    best_baselines,
+    bootstrap_intervals,
+    compare_to_best,
+    per_perturbation_summary,
+)
 from sktx.report._record import RunRecord, lower_is_better
 
 __all__ = ["write_report"]
@@ -185,26 +191,26 @@ def _models_for_plots(record: RunRecord, model_name: str | None) -> list[str]:
     return ordered or names[:2]
 
 
-def _headline(record: RunRecord, model_name: str | None) -> list[str]:
-    m = record.metrics
-    if m is None or m.empty or model_name not in m.index or len(m) < 2:
-        return []
-    parts = []
-    for col in m.columns:
-        ours = pd.to_numeric(pd.Series([m.loc[model_name, col]]), errors="coerce").iloc[0]
-        others = pd.to_numeric(m.drop(index=model_name)[col], errors="coerce").dropna()
-        if others.empty or not np.isfinite(ours):
-            continue
-        low = lower_is_better(col)
-        best_name = others.idxmin() if low else others.idxmax()
-        theirs = others[best_name]
-        beats = ours < theirs if low else ours > theirs
-        verdict = "ties with" if np.isclose(ours, theirs) else "beats" if beats else "does not beat"
-        parts.append(
-            f"{col} {_fmt(float(ours))} {verdict} the best baseline "
-            f"({best_name}: {_fmt(float(others[best_name]))})"
-        )
-    return parts
+def _headline(record: RunRecord, model_name: str | None, intervals=None) -> list[str]:
+    # the best baseline by VCC score, ties as ties (sktx/report/_compare.py)
+    return compare_to_best(record.metrics, model_name, intervals)
+
+
+def _spread(record: RunRecord, model_name: str | None):
+    """Bootstrap intervals over held-out perturbations, and their table (models x metrics)."""
+    pp = record.per_perturbation
+    if pp is None or pp.empty or "model" not in pp or record.metrics is None:
+        return None, None
+    pairs = [(model_name, b) for b in best_baselines(record.metrics, model_name)]
+    intervals = bootstrap_intervals(pp, record.reference, pairs=pairs if model_name else [])
+    models = [m for m in record.metrics.index if m in set(intervals["model"])]
+    if not models:
+        return intervals, None
+    table = intervals[intervals["model"].isin(models)].copy()
+    table["cell"] = [f"{_fmt(r.mean)} [{_fmt(r.low)}, {_fmt(r.high)}]" for r in table.itertuples()]
+    frame = table.pivot(index="model", columns="metric", values="cell")
+    frame = frame.reindex(index=models, columns=[c for c in record.metrics.columns if c in frame])
+    return intervals, frame
 
 
 def write_report(run, out_dir: str | Path | None = None, *, title: str | None = None) -> Path:
@@ -285,7 +291,12 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
         return f"![{caption}](figures/{key}.png)\n" if png is not None else ""
 
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    headline = _headline(record, model_name)
+    intervals, spread = _spread(record, model_name)
+    headline = _headline(record, model_name, intervals)
+    best = best_baselines(record.metrics, model_name) if record.metrics is not None else []
+    per_pert = per_perturbation_summary(
+        record.per_perturbation, model_name, best[0] if best else None
+    )
     cats = _categories(record)
     phases = _phase_table(record.history)
     parts = [
@@ -317,6 +328,24 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
         ]
         md += [f"## Metrics vs baselines{scope}", "", metrics_table_md(record.metrics, model_name)]
         md += ["", "↑ higher is better, ↓ lower is better; best per column in bold.", ""]
+    if spread is not None:
+        n = record.per_perturbation["model"].value_counts().iloc[0]
+        caption = (
+            f"Spread: mean [95% bootstrap interval] over the {n} scored perturbations "
+            "(1,000 resamples, the same for every model)"
+        )
+        parts += [f"<h3>{_esc(caption)}</h3>", _frame_html(spread)]
+        md += [f"### {caption}", "", _frame_md(spread), ""]
+    if per_pert is not None:
+        versus = f" vs {best[0]}" if best else ""
+        caption = f"Per held-out perturbation: {model_name}{versus}"
+        note = (
+            "truly DE genes: genes differentially expressed in the real cells against their "
+            "controls (Mann-Whitney, BH FDR < 0.05), the k of DES."
+        )
+        parts += [f"<h2>{_esc(caption)}</h2>", _frame_html(per_pert)]
+        parts.append(f'<div class="sub">{_esc(note)}</div>')
+        md += [f"## {caption}", "", _frame_md(per_pert), "", note, ""]
     parts += ["<h2>Predictions on held-out perturbations</h2>", img("scatter"), img("heatmap")]
     md += ["## Predictions on held-out perturbations", "", md_img("scatter"), md_img("heatmap")]
     parts += ["<h2>Training</h2>", img("loss"), img("throughput")]

@@ -75,6 +75,10 @@ class RunRecord:
         (``metrics.csv`` and ``metrics.json``).
     per_perturbation : DataFrame, optional
         Long table ``model, perturbation, <metric>...`` (``per_perturbation.csv``).
+    reference : DataFrame, optional
+        Per-perturbation DES, PDS and MAE of the cell-mean baseline the VCC score
+        is scaled against (``reference_per_perturbation.csv``); lets the report
+        bootstrap the VCC score over perturbations.
     categories : DataFrame, optional
         Selected genes with their ``category`` (``genes.csv``).
     real_delta : DataFrame, optional
@@ -98,6 +102,7 @@ class RunRecord:
     history: pd.DataFrame | None = None
     metrics: pd.DataFrame | None = None
     per_perturbation: pd.DataFrame | None = None
+    reference: pd.DataFrame | None = None
     categories: pd.DataFrame | None = None
     real_delta: pd.DataFrame | None = None
     pred_delta: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -116,6 +121,8 @@ class RunRecord:
             _write_json(run_dir / "metrics.json", self.metrics.to_dict(orient="index"))
         if self.per_perturbation is not None:
             self.per_perturbation.to_csv(run_dir / "per_perturbation.csv", index=False)
+        if self.reference is not None:
+            self.reference.to_csv(run_dir / "reference_per_perturbation.csv", index=False)
         if self.categories is not None:
             self.categories.to_csv(run_dir / "genes.csv", index=False)
         if self.real_delta is not None:
@@ -151,6 +158,7 @@ class RunRecord:
             history=_read_csv(run_dir / "history.csv"),
             metrics=metrics,
             per_perturbation=_read_csv(run_dir / "per_perturbation.csv"),
+            reference=_read_csv(run_dir / "reference_per_perturbation.csv"),
             categories=_read_csv(run_dir / "genes.csv"),
             real_delta=real,
             pred_delta=pred,

@@ -13,6 +13,7 @@ cells carried to the predicted mean, zeros kept), so DES compares like with like
     python benchmarks/bench_quality.py                              # everything
     python benchmarks/bench_quality.py --datasets norman_k562 datlinger --models knn model
     python benchmarks/bench_quality.py --list                       # names
+    python benchmarks/bench_quality.py --doc     # quality section of docs/performance.md
 
 Results are merged into ``benchmarks/results/quality.json`` per (dataset, model), so a
 dataset or a model can be re-run alone (e.g. after a change of the model), and the
@@ -370,6 +371,23 @@ def load_store(path: Path = RESULTS / f"{RESULT}.json") -> dict:
     return json.loads(path.read_text()).get("extra", {}).get("datasets", {}) or {}
 
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+
+
+def update_doc(doc: Path = DOC) -> Path:
+    """Replace the quality section of docs/performance.md (only it) with quality.json's."""
+    from render_performance import section
+
+    text = doc.read_text()
+    source = f"Source: `benchmarks/results/{RESULT}.json`."
+    at = text.index(source)
+    start = text.rfind("\n## ", 0, at)
+    end = text.find("\n## ", at)
+    new = "\n".join(section(RESULTS / f"{RESULT}.json")).rstrip("\n") + "\n"
+    doc.write_text(text[:start] + new + (text[end:] if end >= 0 else ""))
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
@@ -377,10 +395,16 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=None, help="max_epochs of the model")
     ap.add_argument("--list", action="store_true", help="print dataset and model names")
+    ap.add_argument(
+        "--doc", action="store_true", help="only rewrite the quality section of performance.md"
+    )
     args = ap.parse_args()
     if args.list:
         print("datasets:", " ".join(DATASETS))
         print("models:", " ".join(LABELS))
+        return
+    if args.doc:
+        print(f"wrote {update_doc()}")
         return
     import torch
 

@@ -28,23 +28,36 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _table(cols, rows) -> list[str]:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+
+
+def section(path: Path) -> list[str]:
+    """The Markdown section of one results file (its tables under ``extra.tables`` too)."""
+    res = json.loads(path.read_text())
+    m = res.get("machine", {})
+    parts = [f"\n## {res['title']}\n"]
+    parts.append(
+        f"Command: `{res['command']}` — {res['date']}, {m.get('cpu_count')} cores, "
+        f"torch {m.get('torch')}, {m.get('torch_threads')} threads. "
+        f"Source: `benchmarks/results/{path.name}`.\n"
+    )
+    parts += _table(res["columns"], res["rows"])
+    if res.get("notes"):
+        parts.append("\n" + res["notes"].strip() + "\n")
+    for table in (res.get("extra") or {}).get("tables", []):
+        parts.append(f"\n### {table['title']}\n")
+        parts += _table(table["columns"], table["rows"])
+        if table.get("notes"):
+            parts.append("\n" + table["notes"].strip() + "\n")
+    return parts
+
+
 def render() -> str:
     parts = [HEADER]
     for path in sorted(RESULTS.glob("*.json")):
-        res = json.loads(path.read_text())
-        m = res.get("machine", {})
-        parts.append(f"\n## {res['title']}\n")
-        parts.append(
-            f"Command: `{res['command']}` — {res['date']}, {m.get('cpu_count')} cores, "
-            f"torch {m.get('torch')}, {m.get('torch_threads')} threads. "
-            f"Source: `benchmarks/results/{path.name}`.\n"
-        )
-        cols = res["columns"]
-        parts.append("| " + " | ".join(cols) + " |")
-        parts.append("|" + "---|" * len(cols))
-        parts.extend("| " + " | ".join(_cell(v) for v in row) + " |" for row in res["rows"])
-        if res.get("notes"):
-            parts.append("\n" + res["notes"].strip() + "\n")
+        parts += section(path)
     return "\n".join(parts) + "\n"
 
 

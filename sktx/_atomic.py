@@ -26,6 +26,10 @@ TEMP_SUFFIX = ".tmp"
 def _open_temp(directory: Path, name: str) -> tuple[IO[bytes], Path]:
     # mkstemp: O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600, random name retried on collision.
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=directory)
+    # the mode an ordinary open() would give (0666 minus the umask), not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     return os.fdopen(fd, "wb"), Path(tmp)
 
 

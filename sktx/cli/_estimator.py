@@ -13,7 +13,8 @@ import typer
 from skorch.callbacks import Callback
 
 from sktx.cli._app import BadInput, Strategy, _echo
-from sktx.cli._io import _CHECKPOINT_FILE, _load_pickle, _save
+from sktx.cli._io import _CHECKPOINT_FILE, _load_model_file, _save_model
+from sktx.cli._rundir import check_resume, finish_before_exit
 
 if TYPE_CHECKING:
     from sktx.cli._runner import TrainConfig
@@ -180,13 +181,19 @@ def _epochs_done(estimator) -> int:
     return len(getattr(net, "history", []) or [])
 
 
-def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool):
-    """Fit (or resume) the model; on Ctrl-C save a checkpoint and exit 130."""
+def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool, meta: dict):
+    """Fit (or resume) the model; on Ctrl-C save a checkpoint and exit 130.
+
+    ``meta`` (the run's configuration and data fingerprint) is stored with the
+    checkpoint; resuming refuses a checkpoint whose ``meta`` differs. The checkpoint is
+    left in place: the caller removes it once the model file is saved.
+    """
     ckpt = out / _CHECKPOINT_FILE
     with _Interrupt() as interrupt:
         try:
             if resume:
-                estimator = _load_pickle(ckpt)
+                estimator, manifest = _load_model_file(ckpt)
+                check_resume(manifest.get("meta") or {}, meta)
                 done = _epochs_done(estimator)
                 remaining = max(cfg.epochs - done, 0)
                 _echo(quiet, f"resuming from {ckpt} after {done} epochs; {remaining} to go")
@@ -219,13 +226,13 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool):
         )
         raise typer.Exit(130)
     if interrupt.hit:
-        _save(estimator, ckpt)
+        # a second Ctrl-C waits for the save; the previous checkpoint stays until it is done
+        with finish_before_exit(f"the checkpoint {ckpt}"):
+            _save_model(estimator, ckpt, meta=meta)
         typer.echo(
             f"\ninterrupted after {_epochs_done(estimator)} epochs; checkpoint saved to {ckpt}.\n"
-            f"continue with: sktx train --data {cfg.data} --out {cfg.out} --resume",
+            f"continue with: sktx train --out {cfg.out} --resume",
             err=True,
         )
         raise typer.Exit(130)
-    if ckpt.exists():
-        ckpt.unlink()
     return estimator

@@ -7,18 +7,19 @@ Every call into the data layer (``load_h5ad``, ``validate_adata``, ``is_log_norm
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import typer
 
 from sktx.cli._app import BadInput, _echo
 
 DEMO = "demo"
-_MODEL_FILE = "model.pkl"
-_CHECKPOINT_FILE = "checkpoint.pkl"
+# sktx model files (sktx._persist): loading one runs no code, unlike the pickles of old.
+_MODEL_FILE = "model.sktx"
+_CHECKPOINT_FILE = "checkpoint.sktx"
 # The embedded demo screen: big enough to show held-out quality, small enough
 # that `make demo` (simulate, select, train, 5 baselines, report) takes minutes on 2 cores.
 # It simulates as many genes as the model uses, so every held-out target is measured.
@@ -95,6 +96,35 @@ def _existing_file(path: str | Path, option: str) -> Path:
     return path
 
 
+# HDF5's signature; h5py also finds it after a user block of 512, 1024, 2048... bytes.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _existing_h5ad(path: str | Path, option: str) -> Path:
+    """An existing file that is HDF5 (an .h5ad), else a one-line error saying what it is."""
+    path = _existing_file(path, option)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        offset = 512
+        while head != _HDF5_SIGNATURE and offset <= min(path.stat().st_size, 1 << 20):
+            fh.seek(offset)
+            head, offset = fh.read(8), offset * 2
+    if head == _HDF5_SIGNATURE:
+        return path
+    with open(path, "rb") as fh:
+        start = fh.read(512)
+    if not start:
+        what = "it is empty"
+    elif b"\0" not in start and (b"," in start or b"\t" in start):
+        what = "it looks like a CSV/TSV text file"
+    else:
+        what = "it is not HDF5"
+    raise BadInput(
+        f"{option}: {str(path)!r} is not an .h5ad file ({what}); pass an AnnData written "
+        "with `write_h5ad` (a CSV table can be read with `anndata.read_csv` and saved so)"
+    )
+
+
 def _gene_set_paths(paths: list[Path] | None) -> list[str] | None:
     if not paths:
         return None
@@ -132,7 +162,7 @@ def _load(
                 n_cells=n_cells or _DEMO_CELLS, n_genes=n_genes, random_state=seed, **_DEMO_SIM
             )
         return log_normalize(adata)
-    path = _existing_file(data, option)
+    path = _existing_h5ad(data, option)
     try:
         return load_h5ad(
             path,
@@ -150,7 +180,7 @@ def _load_query(data: str, keys: Keys):
 
     from sktx import is_log_normalized, log_normalize, validate_adata
 
-    path = _existing_file(data, "--data")
+    path = _existing_h5ad(data, "--data")
     try:
         query = ad.read_h5ad(path)
     except OSError as exc:
@@ -163,7 +193,7 @@ def _load_pred(pred: str, keys: Keys):
     """Predicted cells as written (not checked against the contract); returns (path, AnnData)."""
     import anndata as ad
 
-    pred_path = _existing_file(pred, "--pred")
+    pred_path = _existing_h5ad(pred, "--pred")
     pred_ad = ad.read_h5ad(pred_path)
     if keys.perturbation_key not in pred_ad.obs:
         raise BadInput(
@@ -238,27 +268,50 @@ def _summary(data, train, test, keys: Keys, source: str) -> dict:
 # Model files ----------------------------------------------------------------------------------
 
 
-def _save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(path)
+def _save_model(estimator, path: Path, *, meta: dict | None = None) -> None:
+    """Write ``estimator`` as an sktx model file (atomic; see :mod:`sktx._persist`)."""
+    from sktx._persist import save
 
-
-def _load_pickle(path: Path):
     try:
-        with open(path, "rb") as fh:
-            obj = pickle.load(fh)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
-        # an empty/partial/garbage file must not surface as a traceback (or as "aborted":
-        # click turns a bare EOFError into Abort)
-        raise BadInput(
-            f"{str(path)!r} is corrupt or incomplete ({type(exc).__name__}: {exc}); "
-            "delete it and train again"
-        ) from None
-    if not hasattr(obj, "fit"):
-        raise BadInput(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a fitted sktx model; "
-            "delete it and train again"
-        )
-    return obj
+        save(estimator, path, meta=meta)
+    except TypeError as exc:  # something in the estimator is not plain data
+        raise BadInput(f"cannot save the model to {str(path)!r}: {exc}") from None
+
+
+def _load_model_file(path: Path) -> tuple[object, dict]:
+    """``(estimator, manifest)`` of a model or checkpoint file; one-line errors."""
+    import warnings
+
+    from sktx._persist import ModelFileError, load
+
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"no model file at {str(path)!r}; train one with `sktx train`")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            estimator, manifest = load(path)
+    except ModelFileError as exc:
+        raise BadInput(f"{exc}; delete it and train again") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
+    for w in caught:  # one line each: versions that differ from the file's
+        typer.echo(f"warning: {w.message}", err=True)
+    if not hasattr(estimator, "predict"):
+        raise BadInput(f"{str(path)!r} holds a {type(estimator).__name__}, not a fitted sktx model")
+    return estimator, manifest
+
+
+def _load_model(path: Path):
+    """The fitted estimator in an sktx model file (``model.sktx``), for ``sktx predict``.
+
+    Stable entry point: ``sktx submit`` (sktx/cli/_submit.py) calls it too, so keep the
+    name and signature. Nothing in the file is executed (``torch.load(weights_only=True)``
+    and allow-listed sktx classes, :mod:`sktx._persist`); a pickle, a foreign, empty or
+    truncated file raises :class:`~sktx.cli._app.BadInput` (one line, exit 2).
+    """
+    return _load_model_file(path)[0]
+
+
+# The name ``sktx submit`` first called; the same safe loader.
+_load_pickle = _load_model

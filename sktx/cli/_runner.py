@@ -16,21 +16,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import typer
 
+from sktx._atomic import write_text
 from sktx.cli._app import BadInput, Strategy, _echo
+from sktx.cli._checks import check_demo_memory, check_run_data
 from sktx.cli._estimator import _fit, _history, _make, _phase_plan, _selector
 from sktx.cli._io import (
     _CHECKPOINT_FILE,
+    _DEMO_CELLS,
     _MODEL_FILE,
     DEMO,
     Keys,
     _existing_file,
     _load,
-    _save,
+    _save_model,
     _split,
     _subsample,
     _summary,
 )
+from sktx.cli._rundir import RunLock, claim_run_dir, data_fingerprint, finish_before_exit
 
 
 @dataclass
@@ -208,7 +213,7 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
 
 
 def run_experiment(
-    cfg: TrainConfig, *, quiet: bool = True, resume: bool = False
+    cfg: TrainConfig, *, quiet: bool = True, resume: bool = False, overwrite: bool = False
 ) -> ExperimentResult:
     """Train with held-out perturbations, score the model and baselines, write a run directory.
 
@@ -226,7 +231,11 @@ def run_experiment(
     quiet : bool, default=True
         No progress lines, bars or notes on stdout.
     resume : bool, default=False
-        Continue from ``checkpoint.pkl`` in ``cfg.out`` (left by Ctrl-C).
+        Continue from ``checkpoint.sktx`` in ``cfg.out`` (left by Ctrl-C); refused when the
+        checkpoint was trained on other data or options.
+    overwrite : bool, default=False
+        Replace a run already in ``cfg.out`` (its files are removed first); without it an
+        existing run is refused. The directory is locked while the run writes it.
 
     Returns
     -------
@@ -250,9 +259,6 @@ def run_experiment(
     >>> list(result.metrics.index)  # doctest: +SKIP
     ['PerturbationRegressor', 'control', 'mean', 'additive', 'additive_joint', 'linear']
     """
-    from sktx.data import prepare
-    from sktx.report import RunRecord, write_report
-
     t_start = time.perf_counter()
     out = Path(cfg.out)
     if cfg.data != DEMO:
@@ -260,11 +266,23 @@ def run_experiment(
     if resume and not (out / _CHECKPOINT_FILE).exists():
         raise BadInput(f"--resume: no {_CHECKPOINT_FILE} in {str(out)!r}; nothing to resume")
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        claim_run_dir(out, overwrite=overwrite, resume=resume)
+        return _run(cfg, out, t_start, quiet=quiet, resume=resume)
+
+
+def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bool):
+    """The body of :func:`run_experiment`, with the run directory locked."""
+    from sktx.data import prepare
+    from sktx.report import RunRecord, write_report
+
     cfg.name = cfg.name or out.resolve().name
     cfg.model_name = "ProgressiveFit" if cfg.strategy == "progressive" else "PerturbationRegressor"
     if cfg.strategy == Strategy.progressive.value:
         cfg.phases = _phase_plan(cfg)
     source = "simulated (sktx.datasets.make_perturbseq)" if cfg.data == DEMO else str(cfg.data)
+    if cfg.data == DEMO:
+        check_demo_memory(max(cfg.genes, 50), cfg.cells or _DEMO_CELLS)
     _echo(quiet, f"loading {source} ...")
     adata = _load(
         cfg.data,
@@ -276,6 +294,8 @@ def run_experiment(
     adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
     # The run's one check and normalisation: split, fit, baselines and scoring share it.
     data = prepare(adata, **asdict(cfg.keys))
+    check_run_data(data)
+    meta = {"config": cfg.as_json(), "data": data_fingerprint(data)}
     train, test = _split(data, cfg.keys, cfg.holdout, cfg.seed)
     summary = _summary(data, train, test, cfg.keys, source)
     summary["baseline cells"] = f"{BASELINE_CELLS} (built as the model builds them)"
@@ -287,15 +307,21 @@ def run_experiment(
         + ", ".join(heldout[:8])
         + (" ..." if len(heldout) > 8 else ""),
     )
-    (out / "config.json").write_text(json.dumps(cfg.as_json(), indent=2) + "\n")
+    write_text(out / "config.json", json.dumps(cfg.as_json(), indent=2) + "\n")
     _echo(
         quiet,
         f"training {cfg.model_name} ({cfg.strategy}, {cfg.genes} genes, {cfg.epochs} epochs) ...",
     )
     t_fit = time.perf_counter()
-    estimator = _fit(cfg, train, out, quiet=quiet, resume=resume)
+    estimator = _fit(cfg, train, out, quiet=quiet, resume=resume, meta=meta)
     fit_seconds = time.perf_counter() - t_fit
-    _save(estimator, out / _MODEL_FILE)
+    with finish_before_exit(f"the model {out / _MODEL_FILE}") as hits:
+        _save_model(estimator, out / _MODEL_FILE, meta=meta)
+        # the checkpoint goes only once the model is safely in place
+        (out / _CHECKPOINT_FILE).unlink(missing_ok=True)
+    if hits:
+        typer.echo(f"interrupted; the model is saved in {out / _MODEL_FILE}", err=True)
+        raise typer.Exit(130)
     sel = _selector(estimator)
     categories = getattr(sel, "categories_", None)
     if categories is not None:

@@ -24,8 +24,94 @@ from sktx.cli._app import (
     _print_metrics,
     app,
 )
-from sktx.cli._io import _MODEL_FILE, DEMO, _gene_set_paths, _keys_for
+from sktx.cli._io import _CHECKPOINT_FILE, _MODEL_FILE, DEMO, Keys, _gene_set_paths, _keys_for
+from sktx.cli._rundir import RESUME_FIXED
 from sktx.cli._runner import TrainConfig, run_experiment
+
+# Options --resume takes from the checkpoint unless given (--epochs may extend the run).
+_RESUMED = (*RESUME_FIXED, "data", "epochs", "device", "baselines")
+
+
+def _check_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; refuse what cannot run."""
+    import torch
+
+    name = device.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise BadInput(f"--device: choose auto, cpu or cuda (cuda:N for one GPU), got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "was built without CUDA" if torch.version.cuda is None else "sees no GPU"
+            raise BadInput(
+                f"--device {device}: this torch ({torch.__version__}) {why}; use --device cpu "
+                "or --device auto"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BadInput(
+                f"--device {device}: only {torch.cuda.device_count()} GPU(s) are visible "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+    return str(dev)
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """Options the user typed (or set in the environment), not defaults."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name for name in ctx.params if ctx.get_parameter_source(name) in typed}
+
+
+def _saved_config(out: Path) -> dict:
+    """The configuration stored with ``out``'s checkpoint (what --resume continues)."""
+    from sktx._persist import ModelFileError, read_manifest
+
+    ckpt = out / _CHECKPOINT_FILE
+    if not ckpt.exists():
+        old = (
+            " (a checkpoint.pkl of an older sktx is not read)"
+            if (out / "checkpoint.pkl").exists()
+            else ""
+        )
+        raise BadInput(f"--resume: no {_CHECKPOINT_FILE} in {str(out)!r}{old}; nothing to resume")
+    try:
+        saved = (read_manifest(ckpt).get("meta") or {}).get("config")
+    except ModelFileError as exc:
+        raise BadInput(f"{exc}; delete it and train again") from None
+    if not saved:
+        raise BadInput(
+            f"--resume: {str(ckpt)!r} records no options; start a new run with --overwrite"
+        )
+    return saved
+
+
+def _resumed(cfg: TrainConfig, saved: dict, given: set[str]) -> TrainConfig:
+    """``cfg`` with the checkpoint's options where the user gave none; conflicts refused."""
+    now = cfg.as_json()
+    conflicts = [k for k in RESUME_FIXED if k in given and now.get(k) != saved.get(k)]
+    if conflicts:
+        what = ", ".join(
+            f"--{k.replace('_', '-')} {now[k]!r} (checkpoint: {saved.get(k)!r})" for k in conflicts
+        )
+        raise BadInput(
+            f"--resume: {what}; omit them (--resume reads the checkpoint's options) or start "
+            "a new run with --overwrite"
+        )
+    for k in _RESUMED:
+        if k not in given and k in saved and k not in Keys.__dataclass_fields__:
+            setattr(cfg, k, saved[k])
+    keys = {
+        k: saved[k] if k not in given and k in saved else getattr(cfg.keys, k)
+        for k in Keys.__dataclass_fields__
+    }
+    cfg.keys = Keys(**keys)
+    return cfg
 
 
 def _parse_phases(phases: str | None) -> list[int] | None:
@@ -51,15 +137,17 @@ def _parse_phases(phases: str | None) -> list[int] | None:
         "    --genes 500 --epochs 20 --out runs/norman",
         "sktx train --data screen.h5ad --strategy progressive \\",
         "    --phases 100,1200,2500,5000 --genes 5000 --out runs/prog",
-        "sktx train --data screen.h5ad --out runs/norman --resume   # after Ctrl-C",
+        "sktx train --out runs/norman --resume   # after Ctrl-C: the checkpoint's options",
     )
 )
 @_guard
 def train(
-    data: Annotated[
-        str, typer.Option("--data", help="An .h5ad file, or `demo` for the simulator.")
-    ],
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="An .h5ad file, or `demo` for the simulator (required)."),
+    ] = None,
     strategy: Annotated[
         Strategy, typer.Option("--strategy", help="One fit, or phases over growing gene sets.")
     ] = Strategy.standard,
@@ -87,14 +175,23 @@ def train(
     checkpointing: Annotated[
         bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (cuda if available), cpu, cuda or cuda:N.")
+    ] = "cpu",
     seed: Seed = 0,
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Also score the baselines.")
     ] = True,
     gene_sets: GeneSets = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from checkpoint.pkl in --out (after Ctrl-C).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from checkpoint.sktx in --out (after Ctrl-C) with its options.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a finished run already in --out.")
     ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -102,6 +199,11 @@ def train(
     """Train a model with held-out perturbations; save model, config, metrics and report."""
     if precision not in ("auto", "32", "bf16", "16"):
         raise BadInput(f"--precision: choose auto, 32, bf16 or 16, got {precision!r}")
+    saved = _saved_config(out) if resume else None
+    if data is None:
+        if saved is None:
+            raise BadInput("--data: required (an .h5ad file, or `demo` for the simulator)")
+        data = saved["data"]
     cfg = TrainConfig(
         data=data,
         out=str(out),
@@ -119,7 +221,10 @@ def train(
         gene_sets=_gene_set_paths(gene_sets),
         keys=_keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet),
     )
-    run_dir = run_experiment(cfg, quiet=quiet, resume=resume).run_dir
+    if saved is not None:
+        cfg = _resumed(cfg, saved, _given(ctx))
+    cfg.device = _check_device(cfg.device)
+    run_dir = run_experiment(cfg, quiet=quiet, resume=resume, overwrite=overwrite).run_dir
     if not quiet:
         _print_metrics(pd.read_csv(run_dir / "metrics.csv", index_col="model"), cfg.model_name)
         typer.echo(f"\nmodel, metrics and report in {run_dir}/ (open {run_dir}/report.html)")
@@ -166,7 +271,8 @@ def demo(
         gene_sets=_gene_set_paths(gene_sets),
         keys=_keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet),
     )
-    run_dir = run_experiment(cfg, quiet=quiet).run_dir
+    # the demo's directory is scratch: a new demo replaces the last one's files
+    run_dir = run_experiment(cfg, quiet=quiet, overwrite=True).run_dir
     if quiet:
         return
     metrics = pd.read_csv(run_dir / "metrics.csv", index_col="model")

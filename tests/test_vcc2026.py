@@ -124,10 +124,23 @@ def test_missing_cell_eval2_names_the_extra(monkeypatch, h1, pred):
         vcc2026_evaluate(h1, pred, **KEYS)
 
 
-def test_get_scorer_vcc2026_in_cross_validate(h1):
+def test_get_scorer_vcc2026_scores_held_out_predictions_as_counts(h1):
+    scorer = get_scorer("vcc2026")
+    model = MeanBaseline(**KEYS).fit(h1)
+    value = scorer(model, h1)
+    assert np.isfinite(value)
+    assert value == scorer.evaluate(model, h1).score  # seeded: the same counts each call
+
+
+@pytest.mark.slow
+def test_get_scorer_vcc2026_in_cross_validate():
+    from conftest import DATLINGER
     from sklearn.model_selection import cross_validate
 
-    scorer = get_scorer("vcc2026")
-    cv = sktx.PerturbationSplit(n_splits=2, shuffle=True, random_state=0, **KEYS)
-    out = cross_validate(MeanBaseline(**KEYS), h1, cv=cv, scoring=scorer, error_score="raise")
+    keys = {"perturbation_key": "target_gene", "control_label": "control"}
+    data = sktx.prepare(ad.read_h5ad(_need(DATLINGER)), **keys)
+    cv = sktx.PerturbationSplit(n_splits=2, shuffle=True, random_state=0, **keys)
+    out = cross_validate(
+        MeanBaseline(**keys), data, cv=cv, scoring=get_scorer("vcc2026"), error_score="raise"
+    )
     assert out["test_score"].shape == (2,) and np.isfinite(out["test_score"]).all()

@@ -36,6 +36,7 @@ from sktx.cli._io import (
     _summary,
 )
 from sktx.cli._rundir import RunLock, claim_run_dir, data_fingerprint, finish_before_exit
+from sktx.cli._rundir import RunLock, claim_run_dir, data_fingerprint, finish_before_exit
 
 
 @dataclass
@@ -205,11 +206,49 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
             seconds = time.perf_counter() - t0
             _echo(quiet, f"  baseline {label:<14} fitted and predicted in {seconds:.1f} s")
     scores = evaluate_predictions(test, preds, **keys)
+    # the 2026 table beside it whenever the data hold raw counts (cell-eval2)
+    from sktx.report._vcc2026 import vcc2026_scores
+
+    scores["vcc2026"], note = vcc2026_scores(test, query, preds, keys, cfg.seed)
+    notes += [note] if note else []
     scores["scored_perturbations"] = sorted(set(test.labels[~test.is_control].tolist()))
     return scores, notes
 
 
 # The run --------------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _plan(cfg: TrainConfig, n_measured: int) -> str:
+    """What will run, as it will run: gene counts after clipping to the measured genes."""
+    genes = min(cfg.genes, n_measured)
+    clipped = f" (--genes {cfg.genes} > {n_measured} measured)" if genes < cfg.genes else ""
+    if cfg.strategy != Strategy.progressive.value:
+        return f"standard, {_plural(genes, 'gene')}{clipped}, {_plural(cfg.epochs, 'epoch')}"
+    phases = cfg.phases or [genes]
+    return (
+        f"progressive, {len(phases)} phases of {', '.join(map(str, phases))} genes{clipped}, "
+        f"{_plural(cfg.epochs, 'epoch')} per phase"
+    )
+
+
+def _write_cells(out: Path, test, cfg: TrainConfig) -> None:
+    """``heldout.h5ad`` (the real held-out cells and the controls) and ``query.h5ad``
+    (those controls relabelled, what the run predicted) beside the model, so
+    ``sktx predict`` / ``sktx evaluate`` need no Python."""
+    from sktx.model_selection import make_query
+
+    keys = {k: v for k, v in asdict(cfg.keys).items() if v is not None}
+    for name, data in (
+        ("heldout.h5ad", test),
+        ("query.h5ad", make_query(test, random_state=cfg.seed, **asdict(cfg.keys))),
+    ):
+        adata = data.to_adata()
+        adata.uns["sktx"] = {**keys, "x_is_log1p": True}
+        adata.write_h5ad(out / name)
 
 
 def run_experiment(
@@ -283,6 +322,8 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
     source = "simulated (sktx.datasets.make_perturbseq)" if cfg.data == DEMO else str(cfg.data)
     if cfg.data == DEMO:
         check_demo_memory(max(cfg.genes, 50), cfg.cells or _DEMO_CELLS)
+    if cfg.data == DEMO:
+        check_demo_memory(max(cfg.genes, 50), cfg.cells or _DEMO_CELLS)
     _echo(quiet, f"loading {source} ...")
     adata = _load(
         cfg.data,
@@ -291,11 +332,22 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         n_genes=max(cfg.genes, 50),
         seed=cfg.seed,
     )
+    n_read = adata.n_obs
     adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
+    if adata.n_obs < n_read:
+        _echo(
+            quiet,
+            f"subsampling {n_read} -> {adata.n_obs} cells (--cells {cfg.cells}, stratified by "
+            "perturbation; --cells all keeps every cell)",
+        )
     # The run's one check and normalisation: split, fit, baselines and scoring share it.
     data = prepare(adata, **asdict(cfg.keys))
     check_run_data(data)
     meta = {"config": cfg.as_json(), "data": data_fingerprint(data)}
+    check_run_data(data)
+    meta = {"config": cfg.as_json(), "data": data_fingerprint(data)}
+    if cfg.phases:  # the plan printed and saved is what runs: phases within the measured genes
+        cfg.phases = sorted({min(p, data.n_vars) for p in cfg.phases})
     train, test = _split(data, cfg.keys, cfg.holdout, cfg.seed)
     summary = _summary(data, train, test, cfg.keys, source)
     summary["baseline cells"] = f"{BASELINE_CELLS} (built as the model builds them)"
@@ -308,10 +360,7 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         + (" ..." if len(heldout) > 8 else ""),
     )
     write_text(out / "config.json", json.dumps(cfg.as_json(), indent=2) + "\n")
-    _echo(
-        quiet,
-        f"training {cfg.model_name} ({cfg.strategy}, {cfg.genes} genes, {cfg.epochs} epochs) ...",
-    )
+    _echo(quiet, f"training {cfg.model_name} ({_plan(cfg, data.n_vars)}) ...")
     t_fit = time.perf_counter()
     estimator = _fit(cfg, train, out, quiet=quiet, resume=resume, meta=meta)
     fit_seconds = time.perf_counter() - t_fit
@@ -322,6 +371,7 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
     if hits:
         typer.echo(f"interrupted; the model is saved in {out / _MODEL_FILE}", err=True)
         raise typer.Exit(130)
+    _write_cells(out, test, cfg)
     sel = _selector(estimator)
     categories = getattr(sel, "categories_", None)
     if categories is not None:
@@ -329,6 +379,7 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         summary["genes selected"] = len(categories)
     _echo(quiet, f"trained in {fit_seconds:.1f} s; evaluating on held-out perturbations ...")
     scores, notes = _evaluate(cfg, estimator, train, test, quiet)
+    vcc2026 = scores.pop("vcc2026", None)
     summary["genes scored"] = len(scores.pop("genes"))
     scored = scores.pop("scored_perturbations")
     if len(scored) < len(heldout):
@@ -345,6 +396,8 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         **scores,
     )
     record.save(out)
+    if vcc2026 is not None:
+        vcc2026.to_csv(out / "metrics_vcc2026.csv", index=False)
     write_report(out)
     return ExperimentResult(
         run_dir=out,

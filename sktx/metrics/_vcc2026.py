@@ -13,6 +13,7 @@ sktx adds only the plumbing: counts in, contexts scored separately, one object o
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -294,7 +295,7 @@ def vcc2026_evaluate(
         r = real_d[np.flatnonzero(real_d.contexts == ct)]
         p = pred_d[np.flatnonzero(pred_d.contexts == ct)]
         real_ad, pred_ad = _context_pair(r, p, perturbation_key, control_label, ct)
-        frame, engine = _score_context(real_ad, pred_ad, cfg)
+        frame, engine = _score_context(real_ad, pred_ad, _unmeasured_targets(cfg, r, ct))
         frame.insert(0, "context", ct)
         frames.append(frame)
         engines.add(engine)
@@ -311,6 +312,28 @@ def vcc2026_evaluate(
         per_context=per_context,
         engine=", ".join(sorted(engines)),
     )
+
+
+def _unmeasured_targets(cfg, real: PerturbationData, context):
+    """cell-eval2 refuses a panel where no target resolves to a measured gene (it reads
+    that as construct IDs). When no target is measured at all (a gene subset), there is
+    nothing to exclude: say so with ``target_gene_map={label: None}``, and warn."""
+    if cfg.target_gene_map is not None:
+        return cfg
+    measured = set(real.genes)
+    labels = real.perturbations
+    if any(t in measured for lab in labels for t in lab.split("+")):
+        return cfg
+    where = "" if context == "all" else f" in context {context!r}"
+    warnings.warn(
+        f"none of the {len(labels)} perturbations' target genes{where} is among the "
+        f"{real.n_vars} scored genes, so no target gene can be excluded; scored with "
+        "cell-eval2's `target_gene_map={label: None}` (no exclusion). Pass "
+        "`target_gene_map=` to decide otherwise.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return replace(cfg, target_gene_map={lab: None for lab in labels})
 
 
 def _align_genes(pred: PerturbationData, real: PerturbationData) -> PerturbationData:
@@ -357,7 +380,9 @@ class VCC2026Scorer:
     prediction becomes raw counts (``output="counts"`` through
     :func:`sktx._counts.predict_output`, also behind a ``GeneSelector``), and
     :func:`vcc2026_evaluate` scores it against the real cells of the test split on
-    the predicted genes. Higher is better (0 = mean-response baseline, 1 = replicate).
+    all their genes (``all_genes=True``: genes outside a model's panel are the query
+    cells' own counts, so models with different panels are scored alike). Higher is
+    better (0 = mean-response baseline, 1 = replicate).
 
     Parameters
     ----------
@@ -410,8 +435,10 @@ class VCC2026Scorer:
         }
         data = prepare(X, **keys)
         query = make_query(data, random_state=self.random_state)
-        pred = predict_output(estimator, query, output="counts", random_state=self.random_state)
-        real = data.select_genes(list(pred.var_names))
+        pred = predict_output(
+            estimator, query, output="counts", all_genes=True, random_state=self.random_state
+        )
+        real = data
         pred.obs[keys["perturbation_key"]] = query.labels
         if keys["cell_type_key"]:
             pred.obs[keys["cell_type_key"]] = query.cell_types

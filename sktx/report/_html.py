@@ -18,6 +18,7 @@ from sktx.report._compare import (
     per_perturbation_summary,
 )
 from sktx.report._record import RunRecord, lower_is_better
+from sktx.report._vcc2026 import vcc2026_section
 
 __all__ = ["write_report"]
 
@@ -328,6 +329,9 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
         ]
         md += [f"## Metrics vs baselines{scope}", "", metrics_table_md(record.metrics, model_name)]
         md += ["", "↑ higher is better, ↓ lower is better; best per column in bold.", ""]
+    v26_html, v26_md = vcc2026_section(out if isinstance(run, RunRecord) else run, model_name)
+    parts += v26_html
+    md += v26_md
     if spread is not None:
         n = record.per_perturbation["model"].value_counts().iloc[0]
         caption = (

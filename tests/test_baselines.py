@@ -19,6 +19,7 @@ from sktx.baselines import (
     LinearBaseline,
     MeanBaseline,
 )
+from sktx.context import UnseenContextWarning
 from sktx.data import DataContractError, log_normalize, pseudobulk
 from sktx.datasets import make_perturbseq
 from sktx.model_selection import make_query
@@ -116,7 +117,8 @@ def test_mean_baseline_per_cell_type():
         np.testing.assert_allclose(model.mean_profiles_.loc[ct], expected, atol=1e-10)
     query = make_query(adata, cell_type_key="cell_type")
     query.obs["cell_type"] = "type9"
-    with pytest.raises(DataContractError, match="type9"):
+    # an unseen cell type is predicted zero-shot, with a warning naming it
+    with pytest.warns(UnseenContextWarning, match="type9"):
         model.predict(query)
 
 

@@ -20,7 +20,8 @@ from sktx.cli._app import (
     _guard,
     app,
 )
-from sktx.cli._io import _MODEL_FILE, Keys, _load_pickle, _load_query
+from sktx.cli._io import _MODEL_FILE, Keys, _load_model, _load_query
+from sktx.cli._rundir import refuse_input_as_output
 
 
 @app.command(
@@ -39,6 +40,9 @@ def predict(
     perturbation_key: PertKey = None,
     control_label: ControlLabel = None,
     cell_type_key: CellTypeKey = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow --out to be an input file.")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -54,7 +58,8 @@ def predict(
         control_label or saved.get("control_label", "non-targeting"),
         cell_type_key or saved.get("cell_type_key"),
     )
-    estimator = _load_pickle(path)
+    refuse_input_as_output(out, {"--data": data, "--model": path}, overwrite=overwrite)
+    estimator = _load_model(path)
     query = _load_query(data, keys)
     pred = estimator.predict(query)
     out.parent.mkdir(parents=True, exist_ok=True)

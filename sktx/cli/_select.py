@@ -21,6 +21,7 @@ from sktx.cli._app import (
 )
 from sktx.cli._estimator import _make, _require
 from sktx.cli._io import DEMO, _existing_file, _keys_for, _load
+from sktx.cli._rundir import refuse_input_as_output
 
 
 @app.command(
@@ -39,12 +40,16 @@ def select(
     control_label: ControlLabel = None,
     cell_type_key: CellTypeKey = None,
     seed: Seed = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow --out to be the --data file.")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Select informative genes (TFs, cell cycle, metabolic, targets, responsive, HVG)."""
     if data != DEMO:
         _existing_file(data, "--data")
+        refuse_input_as_output(out, {"--data": data}, overwrite=overwrite)
     (GeneSelector,) = _require("sktx.selection", "GeneSelector")
     keys = _keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet)
     adata = _load(data, keys, n_cells=None, seed=seed, n_genes=max(genes, 500))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import numpy as np
@@ -342,6 +343,14 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         if self.on_unknown_target not in ("error", "warn"):
             raise ValueError(
                 f"`on_unknown_target` must be 'error' or 'warn', got {self.on_unknown_target!r}."
+            )
+        cores = os.cpu_count() or 1
+        jobs = self.n_jobs
+        if isinstance(jobs, (int, np.integer)) and not isinstance(jobs, bool) and jobs > cores:
+            # threads beyond the cores only slow torch down, and a huge count crashes it
+            raise ValueError(
+                f"`n_jobs`={jobs} is more than the {cores} CPU cores of this machine; use "
+                f"`n_jobs=-1` (all cores) or at most {cores}."
             )
         if self.distributional_loss < 0:
             raise ValueError("`distributional_loss` must be >= 0.")

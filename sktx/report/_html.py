@@ -46,6 +46,12 @@ def _esc(value: object) -> str:
     return html.escape(str(value))
 
 
+def _md(value: object) -> str:
+    """Text for report.md: HTML escaped as in report.html (Markdown renders raw HTML), and
+    ``|`` escaped so a label cannot split a table cell."""
+    return html.escape(str(value)).replace("|", "\\|")
+
+
 def _fmt(value: object) -> str:
     if value is None:
         return "–"
@@ -73,7 +79,7 @@ def _kv_html(items: dict) -> str:
 
 def _kv_md(items: dict) -> str:
     lines = ["| | |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in items.items()]
+    lines += [f"| {_md(k)} | {_md(_fmt(v))} |" for k, v in items.items()]
     return "\n".join(lines)
 
 
@@ -114,7 +120,7 @@ def metrics_table_md(metrics: pd.DataFrame, model_name: str | None = None) -> st
     lines = ["| model | " + " | ".join(_header(c) for c in cols) + " |"]
     lines.append("|---|" + "---:|" * len(cols))
     for name, row in metrics.iterrows():
-        label = f"**{name}**" if name == model_name else str(name)
+        label = f"**{_md(name)}**" if name == model_name else _md(name)
         cells = [f"**{_fmt(row[c])}**" if name in best.get(c, ()) else _fmt(row[c]) for c in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -151,10 +157,10 @@ def _frame_html(frame: pd.DataFrame) -> str:
 
 
 def _frame_md(frame: pd.DataFrame) -> str:
-    cols = [frame.index.name or "", *map(str, frame.columns)]
+    cols = [_md(frame.index.name or ""), *map(_md, frame.columns)]
     lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * len(frame.columns)]
     for idx, row in frame.iterrows():
-        lines.append(f"| {idx} | " + " | ".join(_fmt(v) for v in row.tolist()) + " |")
+        lines.append(f"| {_md(idx)} | " + " | ".join(_md(_fmt(v)) for v in row.tolist()) + " |")
     return "\n".join(lines)
 
 
@@ -305,16 +311,16 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
         f'<div class="sub">sktx training report · generated {stamp}</div>',
         *(f'<div class="note">{_esc(n)}</div>' for n in record.notes),
     ]
-    md = [f"# {title}", "", f"sktx training report · generated {stamp}", ""]
-    md += [f"> {n}\n" for n in record.notes]
+    md = [f"# {_md(title)}", "", f"sktx training report · generated {stamp}", ""]
+    md += [f"> {_md(n)}\n" for n in record.notes]
     if headline:
         items = "".join(f"<li>{_esc(h)}</li>" for h in headline)
         parts.append(
             f'<div class="headline">On held-out perturbations, <b>{_esc(model_name)}</b>:'
             f"<ul>{items}</ul></div>"
         )
-        md += [f"On held-out perturbations, **{model_name}**:", ""]
-        md += [f"- {h}" for h in headline] + [""]
+        md += [f"On held-out perturbations, **{_md(model_name)}**:", ""]
+        md += [f"- {_md(h)}" for h in headline] + [""]
     if record.metrics is not None and not record.metrics.empty:
         n_held = len(record.data.get("heldout_perturbations", []) or [])
         n_scored = len(record.data.get("scored perturbations", []) or []) or n_held

@@ -118,12 +118,23 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         warning) and phases that become equal are merged.
     param : str, default="select__n_genes"
         Parameter of ``estimator`` that takes the gene count.
-    epochs_per_phase : int or sequence of int, optional
+    epochs_per_phase : int, "auto" or sequence of int or "auto", optional
         Epochs of each phase (one int for all, or one per phase). ``None``
-        keeps the estimator's own ``max_epochs`` in every phase. When clipping
-        merges phases, their epochs are added up so the total is unchanged.
+        keeps the estimator's own ``max_epochs`` in every phase. An ``"auto"``
+        entry lets the validation curve end the phase: up to the estimator's
+        own ``max_epochs``, stopping once the validation loss has not improved
+        for ``phase_patience`` epochs (the estimator's early stopping, which
+        restores the phase's best weights). ``"auto"`` alone means ``"auto"``
+        for every phase but the last, which keeps the estimator's settings.
+        When clipping merges phases, their epochs are added up so the total
+        is unchanged (an ``"auto"`` entry is kept as it is).
     epochs_param : str, default="model__max_epochs"
         Parameter that takes the epoch count (used with ``epochs_per_phase``).
+    phase_patience : int, default=2
+        Patience of the ``"auto"`` phases, in epochs.
+    patience_param : str, default="model__n_iter_no_change"
+        Parameter that takes ``phase_patience`` in ``"auto"`` phases (set back
+        to the estimator's own value in the other phases).
     warm_start_param : str, default="model__warm_start"
         Parameter switched to ``True`` from the second phase on (``False`` in
         the first phase of a fresh fit).
@@ -207,6 +218,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         param: str = "select__n_genes",
         epochs_per_phase: int | Sequence[int] | None = None,
         epochs_param: str = "model__max_epochs",
+        phase_patience: int = 2,
+        patience_param: str = "model__n_iter_no_change",
         warm_start_param: str = "model__warm_start",
         reset_optimizer: bool = False,
         warm_start: bool = False,
@@ -218,6 +231,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         self.param = param
         self.epochs_per_phase = epochs_per_phase
         self.epochs_param = epochs_param
+        self.phase_patience = phase_patience
+        self.patience_param = patience_param
         self.warm_start_param = warm_start_param
         self.reset_optimizer = reset_optimizer
         self.warm_start = warm_start
@@ -254,10 +269,15 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
             )
         return phases
 
-    def _check_epochs(self, n_phases: int) -> list[int] | None:
+    def _check_epochs(self, n_phases: int) -> list | None:
         epochs = self.epochs_per_phase
         if epochs is None:
             return None
+        if not isinstance(self.phase_patience, numbers.Integral) or self.phase_patience < 1:
+            raise ValueError(f"`phase_patience` must be >= 1, got {self.phase_patience!r}.")
+        if isinstance(epochs, str) and epochs == "auto":
+            # the last phase keeps the estimator's own epochs and early stopping
+            return ["auto"] * (n_phases - 1) + [None]
         if isinstance(epochs, numbers.Integral) and not isinstance(epochs, bool):
             epochs = [epochs] * n_phases
         elif not isinstance(epochs, (Sequence, np.ndarray)) or isinstance(epochs, str):
@@ -270,17 +290,21 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
                 "give one epoch count per phase or a single int."
             )
         for e in epochs:
+            if isinstance(e, str) and e == "auto":
+                continue
             if not isinstance(e, numbers.Integral) or isinstance(e, bool) or e < 1:
                 raise ValueError(
-                    f"epochs must be positive integers; got {e!r} in `epochs_per_phase`."
+                    f"epochs must be positive integers or 'auto'; got {e!r} in `epochs_per_phase`."
                 )
-        return [int(e) for e in epochs]
+        return [e if isinstance(e, str) else int(e) for e in epochs]
 
     def _check_params_exist(self, estimator) -> None:
         names = estimator.get_params(deep=True)
         needed = [("param", self.param), ("warm_start_param", self.warm_start_param)]
         if self.epochs_per_phase is not None:
             needed.append(("epochs_param", self.epochs_param))
+        if self._uses_auto():
+            needed.append(("patience_param", self.patience_param))
         for arg, name in needed:
             if name not in names:
                 raise ValueError(
@@ -288,6 +312,14 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
                     f"pass the `<step>__<param>` name of an existing parameter "
                     f"(it has {_some(names)})."
                 )
+
+    def _uses_auto(self) -> bool:
+        epochs = self.epochs_per_phase
+        if isinstance(epochs, str):
+            return epochs == "auto"
+        return isinstance(epochs, (Sequence, np.ndarray)) and any(
+            isinstance(e, str) and e == "auto" for e in epochs
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, **fit_params):
@@ -327,7 +359,10 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         for i, n in enumerate(clipped):
             if plan and plan[-1] == n:
                 if epochs is not None:
-                    plan_epochs[-1] += epochs[i]  # merged phases keep their total epochs
+                    a, b = plan_epochs[-1], epochs[i]
+                    # merged phases keep their total epochs; "auto" (or own) is kept as is
+                    both = isinstance(a, int) and isinstance(b, int)
+                    plan_epochs[-1] = a + b if both else (a if isinstance(a, str) else b)
                 continue
             plan.append(n)
             if epochs is not None:
@@ -344,6 +379,9 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
             estimator.set_params(**seeds)
 
         model = _owner(estimator, self.warm_start_param)
+        own = estimator.get_params(deep=True)
+        own_epochs = own.get(self.epochs_param)
+        own_patience = own.get(self.patience_param)
         history = list(getattr(self, "phase_history_", [])) if resume else []
         # checked and normalised once for all phases (and the selector ranks it once)
         X = _prepare_once(X, estimator)
@@ -351,7 +389,12 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
             warm = k > 0 or resume
             params = {self.param: n, self.warm_start_param: warm}
             if epochs is not None:
-                params[self.epochs_param] = plan_epochs[k]
+                auto = plan_epochs[k] == "auto"
+                params[self.epochs_param] = (
+                    own_epochs if auto or plan_epochs[k] is None else plan_epochs[k]
+                )
+                if self._uses_auto():
+                    params[self.patience_param] = self.phase_patience if auto else own_patience
             estimator.set_params(**params)
             if warm and self.reset_optimizer and getattr(model, "initialized_", False):
                 model.initialize_optimizer()
@@ -368,7 +411,10 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
                     f"valid_loss {record['valid_metric']:.4g}, {wall:.1f} s"
                 )
         # leave the estimator as a plain (non-warm) fit would, so refitting it starts fresh
-        estimator.set_params(**{self.warm_start_param: False})
+        restore = {self.warm_start_param: False}
+        if self._uses_auto():
+            restore.update({self.epochs_param: own_epochs, self.patience_param: own_patience})
+        estimator.set_params(**restore)
         self.estimator_ = estimator
         self.phases_ = plan
         self.phase_history_ = history

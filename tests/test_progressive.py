@@ -18,7 +18,9 @@ from sktx.regressor import PerturbationRegressor
 from sktx.report import phase_history_frame
 from sktx.selection import GeneSelector
 
-SMALL = dict(set_size=16, d_model=16, n_layers=1, n_jobs=1)
+# one network per fit (crossfit=0): these tests count epochs and histories of the phases;
+# test_default_crossfit_networks_carry_over_phases covers the cross-fitted default
+SMALL = dict(set_size=16, d_model=16, n_layers=1, n_jobs=1, crossfit=0)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +216,60 @@ def test_clone_pickle_and_grid_search(data):
     assert search.best_params_["phases"] in [(20, 40), (40,)]
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
     assert search.best_estimator_.phases_[-1] == 40
+
+
+class _PatientStub(_Stub):
+    """A stub with a patience parameter: records what each phase was fitted with."""
+
+    def __init__(self, n_genes=10, max_epochs=2, n_iter_no_change=5, warm_start=False,
+                 random_state=None):  # fmt: skip
+        super().__init__(n_genes, max_epochs, warm_start, random_state)
+        self.n_iter_no_change = n_iter_no_change
+
+    def fit(self, adata, y=None):
+        self.calls_ = [*getattr(self, "calls_", []), (self.max_epochs, self.n_iter_no_change)]
+        return super().fit(adata, y)
+
+
+def test_auto_phases_end_on_the_validation_curve(data):
+    kw = dict(param="n_genes", epochs_param="max_epochs", warm_start_param="warm_start",
+              patience_param="n_iter_no_change")  # fmt: skip
+    stub = _PatientStub(max_epochs=7, n_iter_no_change=5)
+    prog = ProgressiveFit(stub, phases=(5, 10, 20), epochs_per_phase="auto", phase_patience=2, **kw)
+    prog.fit(data)
+    # early phases: the estimator's own epochs with the phase patience; the last: its own
+    assert prog.estimator_.calls_ == [(7, 2), (7, 2), (7, 5)]
+    assert prog.estimator_.get_params()["n_iter_no_change"] == 5  # restored
+    # "auto" entries mixed with counts
+    stub = _PatientStub(max_epochs=7, n_iter_no_change=5)
+    ProgressiveFit(stub, phases=(5, 10), epochs_per_phase=("auto", 3), **kw).fit(data)
+    assert ProgressiveFit(stub).get_params()["phase_patience"] == 2
+    with pytest.raises(ValueError, match="phase_patience"):
+        ProgressiveFit(stub, phases=(5, 10), epochs_per_phase="auto", phase_patience=0, **kw).fit(
+            data
+        )
+    with pytest.raises(ValueError, match="patience_param"):
+        ProgressiveFit(_Stub(), phases=(5, 10), epochs_per_phase="auto",
+                       **{**kw, "patience_param": "nope"}).fit(data)  # fmt: skip
+
+
+def test_auto_phase_stops_when_validation_stalls(data):
+    # lr=0: the validation loss never improves after the first epoch, so an "auto"
+    # phase with patience 1 lasts 2 epochs; the last phase keeps max_epochs=3 and
+    # its own patience (5), so it runs all 3
+    prog = ProgressiveFit(
+        _pipe(lr=0.0, max_epochs=3), phases=(20, 60), epochs_per_phase="auto", phase_patience=1,
+        random_state=0,
+    )  # fmt: skip
+    prog.fit(data)
+    assert [h["epochs"] for h in prog.phase_history_] == [2, 3]
+    assert prog.estimator_.get_params()["model__n_iter_no_change"] == 5
+
+
+def test_default_crossfit_networks_carry_over_phases(data):
+    pipe = _pipe(crossfit=2, max_epochs=1)
+    prog = ProgressiveFit(pipe, phases=(40, 80), random_state=0).fit(data)
+    model = prog.estimator_[-1]
+    assert len(model.fitted_state_.members) == 2
+    assert [h["epochs"] for h in prog.phase_history_] == [2, 2]  # 2 networks x 1 epoch
+    assert np.isfinite(prog.score(data))

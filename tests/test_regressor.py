@@ -30,7 +30,9 @@ def query_for(adata, label, key="target_gene"):
 
 @pytest.fixture(scope="module")
 def fitted(sim):
-    return small(max_epochs=3).fit(sim)
+    # one network with a validation split (crossfit=0): tests/test_model_gain.py covers
+    # the cross-fitted default
+    return small(max_epochs=3, crossfit=0).fit(sim)
 
 
 def test_fit_predict_contract(sim, fitted):
@@ -165,7 +167,7 @@ def test_clone_and_params(fitted):
 def test_warm_start_across_gene_counts():
     small_data = make_perturbseq(n_cells=400, n_genes=60, n_perturbations=5, random_state=1)
     big_data = make_perturbseq(n_cells=400, n_genes=120, n_perturbations=5, random_state=1)
-    model = small().fit(small_data)
+    model = small(crossfit=0).fit(small_data)
     weights = {k: v.clone() for k, v in model.module_.state_dict().items() if k != "_extra_state"}
     model.set_params(warm_start=True, max_epochs=0)
     model.fit(big_data)
@@ -258,18 +260,19 @@ def test_norman_fit_beats_no_change_on_held_out_perturbations(norman, genesets_d
 def test_early_stopping_stops_and_restores_the_best_epoch(sim):
     # lr=0: the validation loss never improves after epoch 1, so training stops after
     # 1 + n_iter_no_change epochs
-    model = small(max_epochs=20, lr=0.0, n_iter_no_change=2).fit(sim)
+    model = small(max_epochs=20, lr=0.0, n_iter_no_change=2, crossfit=0).fit(sim)
     assert len(model.history_) == 3
-    assert small(max_epochs=4, early_stopping=False).fit(sim).history_[-1, "epoch"] == 4
+    model = small(max_epochs=4, early_stopping=False, crossfit=0).fit(sim)
+    assert model.history_[-1, "epoch"] == 4
 
 
 def test_early_stopping_needs_validation(sim):
     with pytest.raises(ValueError, match="validation_fraction"):
-        small(early_stopping=True, validation_fraction=0.0).fit(sim)
+        small(early_stopping=True, validation_fraction=0.0, crossfit=0).fit(sim)
     with pytest.raises(ValueError, match="early_stopping"):
         small(early_stopping="yes").fit(sim)
     # "auto" without validation trains all epochs
-    model = small(max_epochs=3, validation_fraction=0.0).fit(sim)
+    model = small(max_epochs=3, validation_fraction=0.0, crossfit=0).fit(sim)
     assert len(model.history_) == 3
     assert model.residual_scale_ == 1.0
 

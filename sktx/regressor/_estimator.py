@@ -12,6 +12,7 @@ from skorch import NeuralNet
 
 from sktx.data import DataContractError, SetSampler, prepare
 from sktx.nn import GeneTokenModel, SetLoss
+from sktx.regressor._crossfit import CrossfitMixin, crossfit_folds
 from sktx.regressor._inputs import InputsMixin
 from sktx.regressor._predict import PredictMixin
 from sktx.regressor._repr import short_repr
@@ -23,7 +24,7 @@ __all__ = ["PerturbationRegressor"]
 _PRECISIONS = ("auto", "32", "bf16", "16")
 
 
-class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet):
+class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMixin, NeuralNet):
     """Gene-token network with sparse attention that predicts perturbed single cells.
 
     Each gene is a token (hashed symbol embedding + gene features + basal
@@ -83,9 +84,20 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         Weight of an energy-distance term between predicted and observed cells;
         0 trains on the pseudobulk-delta loss alone. 1.0 lost to 0 on Datlinger
         2017 Jurkat (3-fold VCC 0.193 vs 0.268, ``benchmarks/bench_tuning.py``).
+    crossfit : int, default=3
+        Cross-fitted networks: the fitted perturbations are split into
+        ``crossfit`` folds; network ``j`` trains on the other folds,
+        early-stops on fold ``j``, and predictions average the networks'
+        residuals. The residual scale is fitted on every fitted perturbation,
+        each predicted by the network that did not train on it (not on the
+        ~3 perturbations of a 10 % split), so a residual that does not carry
+        over to unseen perturbations is shrunk towards the baseline. Costs
+        about ``crossfit * (crossfit - 1) / crossfit`` single fits. 0 (or 1)
+        trains one network with a ``validation_fraction`` split.
     validation_fraction : float, default=0.1
-        Fraction of perturbations held out (whole perturbations, never random
-        cells) for ``valid_loss``; 0 disables validation.
+        With ``crossfit < 2``: fraction of perturbations held out (whole
+        perturbations, never random cells) for ``valid_loss``; 0 disables
+        validation.
     basal : {"fitted", "query"}, default="fitted"
         Control mean a prediction starts from: the mean of the fitted control
         cells of the query's cell type (for a cell type not seen in ``fit``,
@@ -144,7 +156,11 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         The resolved precision.
     residual_scale_ : float
         Factor in [0, 1] applied to the learned residual at prediction, fitted
-        by least squares on the validation perturbations (1.0 without them).
+        by least squares on the out-of-fold perturbations (``crossfit >= 2``)
+        or on the validation perturbations (1.0 without them).
+    crossfit_folds_ : list of list of str
+        The perturbations each cross-fitted network was validated on (empty
+        for a single network).
 
     See Also
     --------
@@ -185,6 +201,7 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         gradient_checkpointing: bool = False,
         attention: str = "sparse",
         distributional_loss: float = 0.0,
+        crossfit: int = 3,
         validation_fraction: float = 0.1,
         basal: str = "fitted",
         early_stopping: bool | str = "auto",
@@ -227,6 +244,7 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         self.gradient_checkpointing = gradient_checkpointing
         self.attention = attention
         self.distributional_loss = distributional_loss
+        self.crossfit = crossfit
         self.validation_fraction = validation_fraction
         self.basal = basal
         self.early_stopping = early_stopping
@@ -240,6 +258,10 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         callbacks = list(super().get_default_callbacks())
         if self.early_stopping is not False:
             callbacks.append(("early_stopping", _EarlyStopping()))
+        from sktx.callbacks import TrainingProgress
+
+        # bars in terminals and notebooks (not in logs or CI); `callbacks__progress=None` drops it
+        callbacks.append(("progress", TrainingProgress()))
         return callbacks
 
     def initialize_module(self):
@@ -315,10 +337,12 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
 
     def _check_params(self):
         names = ("d_model", "n_layers", "n_heads", "n_neighbors", "set_size", "batch_size")
-        for name in (*names, "n_iter_no_change"):
+        for name in (*names, "n_iter_no_change", "crossfit"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            low = 0 if name == "crossfit" else 1
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise ValueError(f"`{name}` must be {kind} integer, got {value!r}.")
         epochs = self.max_epochs
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
             # a negative count used to train for zero epochs silently
@@ -335,9 +359,9 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
             raise ValueError(
                 f"`early_stopping` must be True, False or 'auto', got {self.early_stopping!r}."
             )
-        if self.early_stopping is True and self.validation_fraction == 0:
+        if self.early_stopping is True and self.validation_fraction == 0 and self.crossfit < 2:
             raise ValueError(
-                "`early_stopping=True` needs held-out perturbations: set "
+                "`early_stopping=True` needs held-out perturbations: set `crossfit` >= 2, "
                 "`validation_fraction` > 0 (e.g. 0.1) or `early_stopping='auto'`."
             )
         if self.on_unknown_target not in ("error", "warn"):
@@ -423,7 +447,9 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
                 f"cells but no `{self.control_label}` cells; add controls or drop those cells."
             )
         perts = sorted(set(groups.labels))
-        n_val = round(self.validation_fraction * len(perts))
+        n_folds = min(self.crossfit, len(perts))
+        folds = crossfit_folds(perts, n_folds, rng) if n_folds >= 2 else None
+        n_val = round(self.validation_fraction * len(perts)) if folds is None else 0
         n_val = min(n_val, len(perts) - 1)
         val_perts = set(rng.permutation(perts)[:n_val].tolist()) if n_val > 0 else set()
         train_ids = [i for i, lab in enumerate(groups.labels) if lab not in val_perts]
@@ -440,6 +466,7 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         genes = state.genes
 
         self.precision_ = self._resolve_precision()
+        previous = getattr(self, "fitted_state_", None) if warm else None
         if not warm or not self.initialized_:
             self.initialize()
         core = self._bare_module
@@ -455,6 +482,7 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
         self.graph_ = graph
         self.train_perturbations_ = sorted({groups.labels[i] for i in train_ids})
         self.valid_perturbations_ = sorted(val_perts)
+        self.crossfit_folds_ = [sorted(f) for f in folds] if folds else []
 
         with_cells = self.distributional_loss > 0
         self._group_inputs_ = [
@@ -477,8 +505,13 @@ class PerturbationRegressor(PredictMixin, TrainingMixin, InputsMixin, NeuralNet)
                 X, groups, val_ids, rng=vrng, fixed=True, **{**sampler, "shard": (0, 1)}
             )
         try:
-            self.partial_fit(_Sets(train, valid), **fit_params)
-            state.residual_scale = self._fit_residual_scale(valid)
+            if folds is None:
+                self.partial_fit(_Sets(train, valid), **fit_params)
+                state.residual_scale = self._fit_residual_scale(valid)
+            else:
+                state.residual_scale = self._fit_members(
+                    X, groups, folds, sampler, rng, previous, fit_params
+                )
         finally:
             # per-group training inputs can be large (groups x genes); not needed after
             del self._group_inputs_

@@ -51,6 +51,9 @@ class FittedState:
         Module inputs of the panel: hashed symbols, features, attention graph.
     residual_scale : float
         Factor applied to the learned residual at prediction.
+    members : list of dict
+        Weights (``state_dict``) of each cross-fitted network (``crossfit >= 2``);
+        predictions average their residuals. Empty for a single network.
     """
 
     genes: list[str]
@@ -68,6 +71,7 @@ class FittedState:
     gene_feat: np.ndarray
     neighbors: np.ndarray
     residual_scale: float = 1.0
+    members: list = field(default_factory=list, repr=False, compare=False)
     gene_row: dict = field(init=False, repr=False, compare=False)
     prior_row: dict = field(init=False, repr=False, compare=False)
 
@@ -88,8 +92,16 @@ class FittedState:
 
     @classmethod
     def from_tensors(cls, saved: dict) -> FittedState:
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        missing = sorted(names - set(saved))
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        names = {f.name for f in fields}
+        # fields with a default (added later) may be absent from older files
+        missing_default = dataclasses.MISSING
+        required = {
+            f.name
+            for f in fields
+            if f.default is missing_default and f.default_factory is missing_default
+        }
+        missing = sorted(required - set(saved))
         if missing:
             raise ValueError(
                 f"the saved model state lacks {missing}; it was written by another version "

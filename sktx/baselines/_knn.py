@@ -19,15 +19,15 @@ _MIN_SIMILARITY = 1e-9
 
 def _membership(gene_sets: dict[str, list[str]]) -> tuple[pd.Index, sp.csr_matrix]:
     """Upper-case gene symbols and their gene x set 0/1 membership matrix."""
-    genes = pd.Index(sorted({g.upper() for members in gene_sets.values() for g in members}))
-    rows, cols = [], []
-    for j, members in enumerate(gene_sets.values()):
-        idx = genes.get_indexer(sorted({g.upper() for g in members}))
-        rows.append(idx)
-        cols.append(np.full(len(idx), j))
-    r = np.concatenate(rows) if rows else np.zeros(0, int)
-    c = np.concatenate(cols) if cols else np.zeros(0, int)
-    M = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(genes), len(gene_sets)))
+    upper = [{g.upper() for g in members} for members in gene_sets.values()]
+    genes = pd.Index(sorted(set().union(*upper)))
+    pos = {g: i for i, g in enumerate(genes)}
+    rows = [pos[g] for members in upper for g in members]
+    cols = [j for j, members in enumerate(upper) for _ in members]
+    M = sp.csr_matrix(
+        (np.ones(len(rows)), (np.asarray(rows, int), np.asarray(cols, int))),
+        shape=(len(genes), len(gene_sets)),
+    )
     return genes, M
 
 

@@ -4,8 +4,10 @@
 over the minibatches of the running epoch, the way skorch's own
 :class:`skorch.callbacks.ProgressBar` does, plus the numbers a Perturb-seq
 user watches: training/validation loss, cells per second and the time left.
-The bars switch themselves off when the output is not a terminal or when a
-CI environment is detected, so logs of batch jobs stay clean.
+The bars are drawn on an interactive terminal and in Jupyter notebooks (tqdm's
+widget with ipywidgets, else its text bar, without warnings) and switch
+themselves off elsewhere or when a CI environment is detected, so logs of batch
+jobs stay clean.
 
 :func:`phase_progress` gives the same look to the phases of a
 :class:`~sktx.progressive.ProgressiveFit` run.
@@ -22,7 +24,7 @@ from typing import IO, Any
 
 from skorch.callbacks import Callback
 
-__all__ = ["TrainingProgress", "phase_progress", "progress_enabled"]
+__all__ = ["TrainingProgress", "in_notebook", "phase_progress", "progress_enabled"]
 
 # Environment variables set by common CI systems (GitHub Actions, GitLab, Jenkins, ...).
 _CI_VARS = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "BUILDKITE", "TF_BUILD")
@@ -37,8 +39,9 @@ def progress_enabled(disable: bool | str | None = "auto", file: IO[str] | None =
     ----------
     disable : bool, "auto" or None, default="auto"
         ``True`` never draws, ``False`` always draws; ``"auto"`` (or ``None``)
-        draws only when ``file`` is an interactive terminal and no CI
-        environment variable (``CI``, ``GITHUB_ACTIONS``, ...) is set.
+        draws when ``file`` is an interactive terminal, or in a Jupyter notebook
+        (default ``file``), and no CI environment variable (``CI``,
+        ``GITHUB_ACTIONS``, ...) is set.
     file : file-like, optional
         Stream the bars go to; ``sys.stderr`` by default.
 
@@ -58,11 +61,46 @@ def progress_enabled(disable: bool | str | None = "auto", file: IO[str] | None =
         return False
     if disable is False:
         return True
+    if any(os.environ.get(var) for var in _CI_VARS):
+        return False
+    if file is None and in_notebook():
+        return True
     stream = sys.stderr if file is None else file
     isatty = getattr(stream, "isatty", None)
-    if not (callable(isatty) and isatty()):
+    return bool(callable(isatty) and isatty())
+
+
+def in_notebook() -> bool:
+    """Whether the code runs in a Jupyter kernel (where stderr is not a terminal).
+
+    Examples
+    --------
+    >>> in_notebook()
+    False
+    """
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
         return False
-    return not any(os.environ.get(var) for var in _CI_VARS)
+    ip = shell.get_ipython()
+    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def _tqdm():
+    """tqdm's notebook widget when ipywidgets is installed, else its plain-text bar.
+
+    ``tqdm.auto`` in a notebook without ipywidgets warns "IProgress not found" and
+    draws nothing useful; the text bar updates in place in notebook output too.
+    """
+    if in_notebook():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+        except ImportError:
+            from tqdm.std import tqdm
+        return tqdm
+    from tqdm.std import tqdm
+
+    return tqdm
 
 
 def _fmt_rate(value: float | None) -> str:
@@ -81,8 +119,9 @@ class TrainingProgress(Callback):
     Parameters
     ----------
     disable : bool or "auto", default="auto"
-        ``"auto"`` draws only on an interactive terminal outside CI (see
-        :func:`progress_enabled`); ``True`` silences the bars.
+        ``"auto"`` draws on an interactive terminal or in a notebook, outside CI
+        (see :func:`progress_enabled`); ``True`` silences the bars. With several
+        TrainingProgress callbacks on one net only the last one draws.
     batches : bool, default=True
         Also draw a bar over the minibatches of the running epoch (removed
         when the epoch ends).
@@ -144,16 +183,20 @@ class TrainingProgress(Callback):
         return self
 
     def _bar(self, **kwargs: Any):
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm()
         return tqdm(
             file=self.file if self.file is not None else sys.stderr,
             dynamic_ncols=True,
-            disable=not progress_enabled(self.disable, self.file),
+            disable=not (
+                getattr(self, "_drawn", True) and progress_enabled(self.disable, self.file)
+            ),
             **kwargs,
         )
 
     def on_train_begin(self, net, X=None, y=None, **kwargs) -> None:
+        # one set of bars: a net's default progress callback stands down for the user's
+        mine = [cb for _, cb in getattr(net, "callbacks_", []) if isinstance(cb, TrainingProgress)]
+        self._drawn = not mine or mine[-1] is self
         self._t0 = time.perf_counter()
         self.elapsed_ = 0.0
         total = getattr(net, "max_epochs", None)
@@ -271,10 +314,8 @@ def phase_progress(
     >>> with phase_progress([100, 500], disable=True) as bar:
     ...     bar.update()
     """
-    from tqdm.auto import tqdm
-
     phases = list(phases)
-    bar = tqdm(
+    bar = _tqdm()(
         total=len(phases),
         desc=f"phase 1/{len(phases)} · {phases[0]} genes" if phases else "phases",
         unit="phase",

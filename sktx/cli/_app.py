@@ -108,9 +108,14 @@ def _guard(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sktx.cli._messages import cli_wording, readable_warnings
+
         debug = kwargs.get("debug", False) or os.environ.get("SKTX_DEBUG") == "1"
         try:
-            return func(*args, **kwargs)
+            if debug:
+                return func(*args, **kwargs)
+            with readable_warnings():
+                return func(*args, **kwargs)
         except (typer.Exit, typer.TyperException):
             raise
         except (BadInput, ValueError, OSError) as exc:
@@ -119,6 +124,7 @@ def _guard(func: Callable) -> Callable:
             if debug:
                 raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            message = cli_wording(message)
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
 

@@ -39,8 +39,15 @@ def _require(module: str, names: str) -> Any:
 
 
 def _phase_plan(cfg: TrainConfig) -> list[int]:
+    """Gene counts per phase; the last phase models ``--genes`` genes, as the plan says."""
     if cfg.phases:
-        return list(cfg.phases)
+        above = [p for p in cfg.phases if p > cfg.genes]
+        if above:
+            raise BadInput(
+                f"--phases: {above} exceed --genes {cfg.genes}; the last phase models --genes "
+                "genes (raise --genes or drop those phases)"
+            )
+        return sorted(set(cfg.phases) | {cfg.genes})
     return [p for p in (100, 1200, 2500, 5000) if p < cfg.genes] + [cfg.genes]
 
 

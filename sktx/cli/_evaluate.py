@@ -67,6 +67,28 @@ def _restrict_to_predicted(real, pred, keys: Keys, quiet: bool):
     return real
 
 
+def _warn_trained(pred, keys: Keys) -> None:
+    """Scores of perturbations the model was trained on say nothing about unseen ones."""
+    import warnings
+
+    from sktx.data import canonical_obs_labels
+
+    trained = (pred.uns.get("sktx") or {}).get("trained_perturbations")
+    if trained is None or len(trained) == 0:
+        return
+    labels = canonical_obs_labels(pred, key=keys.perturbation_key, control_label=keys.control_label)
+    seen = sorted(set(labels.tolist()) & set(map(str, trained)) - {keys.control_label})
+    if seen:
+        warnings.warn(
+            f"{len(seen)} scored perturbation(s) were seen in training ({', '.join(seen[:5])}"
+            + (" ..." if len(seen) > 5 else "")
+            + "): their scores measure fit, not prediction of unseen perturbations. Score the "
+            "held-out ones (heldout.h5ad / query.h5ad of the run).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 @app.command(
     epilog=_examples(
         "sktx evaluate --real heldout.h5ad --pred pred.h5ad",
@@ -108,6 +130,7 @@ def evaluate(
     keys = _keys_for(real, perturbation_key, control_label, cell_type_key, quiet=quiet)
     real_ad = _load(real, keys, n_cells=None, seed=0, option="--real")
     pred_path, pred_ad = _load_pred(pred, keys)
+    _warn_trained(pred_ad, keys)
     real_ad = _restrict_to_predicted(real_ad, pred_ad, keys, quiet)
     preds = {"prediction": pred_ad}
     kw = asdict(keys)

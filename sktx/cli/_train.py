@@ -128,6 +128,18 @@ def _parse_phases(phases: str | None) -> list[int] | None:
     return values
 
 
+def _parse_cells(cells: str) -> int | None:
+    if cells.strip().lower() == "all":
+        return None
+    try:
+        value = int(cells.replace(",", "").replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise BadInput(f"--cells: expected a number of cells (at least 2) or `all`, got {cells!r}")
+    return value
+
+
 @app.command(
     epilog=_examples(
         "sktx train --data demo --genes 500 --epochs 5 --out runs/sim",
@@ -153,11 +165,12 @@ def train(
     ] = Strategy.standard,
     genes: Annotated[int, typer.Option("--genes", min=1, help="Genes to select and model.")] = 3000,
     cells: Annotated[
-        int | None,
+        str,
         typer.Option(
-            "--cells", min=2, help="Subsample to this many cells (stratified by perturbation)."
+            "--cells",
+            help="Subsample to this many cells (stratified by perturbation), or `all`.",
         ),
-    ] = 10000,
+    ] = "10000",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs (per phase).")] = 20,
     phases: Annotated[
         str | None, typer.Option("--phases", help="Gene counts per phase, e.g. 100,1200,2500,5000.")
@@ -209,7 +222,7 @@ def train(
         out=str(out),
         strategy=strategy.value,
         genes=genes,
-        cells=cells,
+        cells=_parse_cells(cells),
         epochs=epochs,
         phases=_parse_phases(phases),
         holdout=holdout,

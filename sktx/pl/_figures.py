@@ -14,11 +14,20 @@ PALETTE = ["#d6604d", "#4393c3", "#92c5de", "#878787", "#b2abd2", "#5aae61", "#f
 
 
 def _figure(**kwargs):
-    # A Figure outside pyplot: a notebook shows the returned object once, scripts and
-    # the report save it; nothing is left open in pyplot's registry.
+    # A Figure outside pyplot: a notebook shows the returned object once (also without
+    # `%matplotlib inline`), scripts and the report save it; nothing is left open in
+    # pyplot's registry.
+    import io
+
     from matplotlib.figure import Figure
 
-    return Figure(**kwargs)
+    class SktxFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+            return buf.getvalue()
+
+    return SktxFigure(**kwargs)
 
 
 # ---------------------------------------------------------------------- deltas

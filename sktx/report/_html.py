@@ -58,7 +58,7 @@ def _fmt(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         if not np.isfinite(value):
             return "–"
-        if abs(value) < 1e-12:  # rounding noise of a zero
+        if abs(value) < 5e-7:  # rounding noise of a zero (e.g. a VCC score's 1e-09)
             return "0"
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
@@ -220,6 +220,13 @@ def _spread(record: RunRecord, model_name: str | None):
     return intervals, frame
 
 
+def _version() -> str:
+    """The sktx that renders the report (a re-rendered report says so)."""
+    from sktx import __version__
+
+    return __version__
+
+
 def write_report(run, out_dir: str | Path | None = None, *, title: str | None = None) -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` for a run.
 
@@ -308,10 +315,10 @@ def write_report(run, out_dir: str | Path | None = None, *, title: str | None = 
     phases = _phase_table(record.history)
     parts = [
         f"<h1>{_esc(title)}</h1>",
-        f'<div class="sub">sktx training report · generated {stamp}</div>',
+        f'<div class="sub">sktx {_esc(_version())} training report · generated {stamp}</div>',
         *(f'<div class="note">{_esc(n)}</div>' for n in record.notes),
     ]
-    md = [f"# {_md(title)}", "", f"sktx training report · generated {stamp}", ""]
+    md = [f"# {_md(title)}", "", f"sktx {_version()} training report · generated {stamp}", ""]
     md += [f"> {_md(n)}\n" for n in record.notes]
     if headline:
         items = "".join(f"<li>{_esc(h)}</li>" for h in headline)

@@ -217,6 +217,44 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
 # The run --------------------------------------------------------------------------------------
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _plan(cfg: TrainConfig, n_measured: int) -> str:
+    """What will run, as it will run: gene counts after clipping to the measured genes."""
+    genes = min(cfg.genes, n_measured)
+    clipped = f" (--genes {cfg.genes} > {n_measured} measured)" if genes < cfg.genes else ""
+    if cfg.strategy != Strategy.progressive.value:
+        return f"standard, {_plural(genes, 'gene')}{clipped}, {_plural(cfg.epochs, 'epoch')}"
+    phases = cfg.phases or [genes]
+    return (
+        f"progressive, {len(phases)} phases of {', '.join(map(str, phases))} genes{clipped}, "
+        f"{_plural(cfg.epochs, 'epoch')} per phase"
+    )
+
+
+def _write_cells(out: Path, test, cfg: TrainConfig) -> None:
+    """``heldout.h5ad`` (the real held-out cells and the controls), ``query.h5ad``
+    (those controls relabelled, what the run predicted) and ``heldout_perturbations.csv``
+    (``target_gene,n_cells``) beside the model, so ``sktx predict`` / ``sktx evaluate``
+    need no Python."""
+    from sktx.model_selection import make_query
+
+    keys = {k: v for k, v in asdict(cfg.keys).items() if v is not None}
+    for name, data in (
+        ("heldout.h5ad", test),
+        ("query.h5ad", make_query(test, random_state=cfg.seed, **asdict(cfg.keys))),
+    ):
+        adata = data.to_adata()
+        adata.uns["sktx"] = {**keys, "x_is_log1p": True}
+        adata.write_h5ad(out / name)
+    # the held-out labels and their cell counts, for `sktx predict --perturbations-csv`
+    held = pd.Series(test.labels[~test.is_control]).value_counts().sort_index()
+    frame = pd.DataFrame({"target_gene": held.index, "n_cells": held.to_numpy()})
+    frame.to_csv(out / "heldout_perturbations.csv", index=False)
+
+
 def run_experiment(
     cfg: TrainConfig, *, quiet: bool = True, resume: bool = False, overwrite: bool = False
 ) -> ExperimentResult:
@@ -296,11 +334,20 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         n_genes=max(cfg.genes, 50),
         seed=cfg.seed,
     )
+    n_read = adata.n_obs
     adata = _subsample(adata, cfg.cells, cfg.keys.perturbation_key, cfg.seed)
+    if adata.n_obs < n_read:
+        _echo(
+            quiet,
+            f"subsampling {n_read} -> {adata.n_obs} cells (--cells {cfg.cells}, stratified by "
+            "perturbation; --cells all keeps every cell)",
+        )
     # The run's one check and normalisation: split, fit, baselines and scoring share it.
     data = prepare(adata, **asdict(cfg.keys))
     check_run_data(data)
     meta = {"config": cfg.as_json(), "data": data_fingerprint(data)}
+    if cfg.phases:  # the plan printed and saved is what runs: phases within the measured genes
+        cfg.phases = sorted({min(p, data.n_vars) for p in cfg.phases})
     train, test = _split(data, cfg.keys, cfg.holdout, cfg.seed)
     summary = _summary(data, train, test, cfg.keys, source)
     summary["baseline cells"] = f"{BASELINE_CELLS} (built as the model builds them)"
@@ -313,10 +360,7 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
         + (" ..." if len(heldout) > 8 else ""),
     )
     write_text(out / "config.json", json.dumps(cfg.as_json(), indent=2) + "\n")
-    _echo(
-        quiet,
-        f"training {cfg.model_name} ({cfg.strategy}, {cfg.genes} genes, {cfg.epochs} epochs) ...",
-    )
+    _echo(quiet, f"training {cfg.model_name} ({_plan(cfg, data.n_vars)}) ...")
     t_fit = time.perf_counter()
     estimator = _fit(cfg, train, out, quiet=quiet, resume=resume, meta=meta)
     fit_seconds = time.perf_counter() - t_fit
@@ -327,6 +371,7 @@ def _run(cfg: TrainConfig, out: Path, t_start: float, *, quiet: bool, resume: bo
     if hits:
         typer.echo(f"interrupted; the model is saved in {out / _MODEL_FILE}", err=True)
         raise typer.Exit(130)
+    _write_cells(out, test, cfg)
     sel = _selector(estimator)
     categories = getattr(sel, "categories_", None)
     if categories is not None:

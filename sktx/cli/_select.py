@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from sktx.cli._app import (
@@ -54,10 +55,27 @@ def select(
     keys = _keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet)
     adata = _load(data, keys, n_cells=None, seed=seed, n_genes=max(genes, 500))
     selector = _make(GeneSelector, n_genes=genes, random_state=seed, **asdict(keys)).fit(adata)
-    table = selector.categories_
+    table = _readable(selector.categories_)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     if not quiet:
         counts = table["category"].value_counts()
         typer.echo(", ".join(f"{c}: {n}" for c, n in counts.items()))
+        spilled = table["spilled_from"].dropna().value_counts()
+        if len(spilled):
+            typer.echo(
+                "unused quota filled with HVGs: "
+                + ", ".join(f"{n} of {c}" for c, n in spilled.items())
+            )
         typer.echo(f"{len(table)} genes -> {out}")
+
+
+def _readable(categories: pd.DataFrame) -> pd.DataFrame:
+    """One meaning per column: ``category`` is why a gene was chosen; ``spilled_from`` names
+    the category whose unused quota it filled (a row such as ``PTGS2,hvg,tf`` read as if
+    PTGS2 were a TF), empty otherwise."""
+    table = categories.copy()
+    quota = table.pop("quota") if "quota" in table else None
+    spilled = None if quota is None else quota.where(quota != table["category"])
+    table.insert(2, "spilled_from", spilled)
+    return table

@@ -407,7 +407,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
             if self.verbose > 0:
                 print(
                     f"[ProgressiveFit] phase {record['phase']}: {n} genes, "
-                    f"{record['epochs']} epochs, train_loss {_last(record['train_loss']):.4g}, "
+                    f"{record['epochs']} epoch{'' if record['epochs'] == 1 else 's'}, "
+                    f"train_loss {_last(record['train_loss']):.4g}, "
                     f"valid_loss {record['valid_metric']:.4g}, {wall:.1f} s"
                 )
         # leave the estimator as a plain (non-warm) fit would, so refitting it starts fresh

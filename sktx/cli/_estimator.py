@@ -203,7 +203,8 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool, meta:
                 check_resume(manifest.get("meta") or {}, meta)
                 done = _epochs_done(estimator)
                 remaining = max(cfg.epochs - done, 0)
-                _echo(quiet, f"resuming from {ckpt} after {done} epochs; {remaining} to go")
+                epochs = "1 epoch" if done == 1 else f"{done} epochs"
+                _echo(quiet, f"resuming from {ckpt} after {epochs}; {remaining} to go")
                 if remaining:
                     if getattr(estimator, "phase_history_", None) is not None:
                         raise BadInput("--resume continues `--strategy standard` runs only")

@@ -141,3 +141,30 @@ def test_fallback_never_loses_much_to_its_start():
         trained.append(small(max_epochs=4).fit(tr).score(te))
     # score = -MSE of pseudobulk deltas; a lost residual would cost far more than 5 %
     assert np.mean(trained) >= np.mean(start) * 1.05, (trained, start)
+
+
+def test_gene_shrinkage_known_answers(fitted, sim):
+    state = fitted.fitted_state_
+    assert state.gene_scale.shape == (len(state.genes),)
+    assert ((state.gene_scale >= 0) & (state.gene_scale <= 1)).all()
+    q = query_for(sim, "G00001+G00002")
+    saved = state.gene_scale.copy()
+    try:
+        fitted.set_params(residual_shrinkage="gene")
+        # every gene at the global factor: the global prediction
+        state.gene_scale = np.full_like(saved, state.residual_scale)
+        same = fitted.predict_deltas(q).to_numpy()
+        # every gene at 0: the baseline
+        state.gene_scale = np.zeros_like(saved)
+        none = fitted.predict_deltas(q).to_numpy()
+        fitted.set_params(residual_shrinkage="global")
+        glob = fitted.predict_deltas(q).to_numpy()
+    finally:
+        state.gene_scale = saved
+        fitted.set_params(residual_shrinkage="global")
+    np.testing.assert_allclose(same, glob, atol=1e-5)
+    base = fitted._baseline("G00001+G00002", "", state)
+    expected = np.maximum(state.ctrl_means[0] + base, 0) - state.ctrl_means[0]
+    np.testing.assert_allclose(none[0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="residual_shrinkage"):
+        small(residual_shrinkage="per-gene").fit(sim)

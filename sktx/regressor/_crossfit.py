@@ -17,7 +17,13 @@ import torch
 from sktx.data import SetSampler
 from sktx.regressor._training import _Sets
 
-__all__ = ["CrossfitMixin", "crossfit_folds", "residual_scale", "residual_sums"]
+__all__ = [
+    "CrossfitMixin",
+    "crossfit_folds",
+    "gene_residual_scale",
+    "residual_scale",
+    "residual_sums",
+]
 
 
 def crossfit_folds(perturbations, k: int, rng) -> list[set]:
@@ -35,14 +41,14 @@ def crossfit_folds(perturbations, k: int, rng) -> list[set]:
 
 
 def residual_sums(net, sampler) -> np.ndarray:
-    """``[<r, t - b>, <r, r>]`` summed over the sets of ``sampler``.
+    """Per gene, ``[r * (t - b), r * r]`` summed over the sets of ``sampler``: shape (2, genes).
 
     ``r`` is the network's residual over its baseline ``b`` and ``t - b`` what
     the baseline misses of the observed delta ``t`` (per gene, pseudobulk).
     """
     module = net._bare_module
     module.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=net._device())
+    sums = torch.zeros(2, len(net._state.genes), dtype=torch.float64, device=net._device())
     with torch.no_grad():
         for sb in sampler:
             Xi, yi = net._batch(sb)
@@ -50,7 +56,7 @@ def residual_sums(net, sampler) -> np.ndarray:
                 d, _ = module(**Xi)
             r = d.float() - Xi["baseline"]
             miss = yi["target"] - yi["basal"] - Xi["baseline"]
-            sums += torch.stack([(r * miss).sum(), (r * r).sum()]).double()
+            sums += torch.stack([(r * miss).sum(0), (r * r).sum(0)]).double()
     return sums.cpu().numpy()
 
 
@@ -62,8 +68,32 @@ def residual_scale(sums) -> float:
     >>> residual_scale([2.0, 4.0]), residual_scale([-1.0, 4.0]), residual_scale([0.0, 0.0])
     (0.5, 0.0, 1.0)
     """
-    num, den = (float(v) for v in sums)
+    num, den = (float(np.sum(v)) for v in sums)
     return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
+
+
+def gene_residual_scale(sums, prior: float | None = None) -> np.ndarray:
+    """Per-gene least-squares factors, shrunk towards the global one, clipped to [0, 1].
+
+    ``(num_g + w * a) / (den_g + w)`` with ``a`` the global factor
+    (:func:`residual_scale`) and ``w`` the prior weight, by default the mean
+    ``den_g``: a gene whose residual carries as much evidence as an average
+    gene is halfway between its own factor and the global one; a gene the
+    network barely touches keeps the global factor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sums = np.array([[4.0, -1.0, 0.0], [4.0, 1.0, 1.0]])  # num, den per gene
+    >>> [round(float(v), 3) for v in gene_residual_scale(sums)]  # global factor 3 / 6 = 0.5
+    [0.833, 0.0, 0.333]
+    """
+    num, den = np.asarray(sums, dtype=np.float64)
+    a = residual_scale(sums)
+    w = float(den.mean()) if prior is None else float(prior)
+    if w <= 0:
+        return np.full(num.shape, a, dtype=np.float32)
+    return np.clip((num + w * a) / (den + w), 0.0, 1.0).astype(np.float32)
 
 
 class CrossfitMixin:
@@ -81,7 +111,7 @@ class CrossfitMixin:
         old_members = previous.members if previous is not None else []
         resumed = len(old_members) == len(folds)
         start = _weights(module)
-        sums, members, trained = np.zeros(2), [], False
+        sums, members, trained = 0.0, [], False
         for j, fold in enumerate(folds):
             _load(module, old_members[j] if resumed else start)
             optimizer = getattr(self.optimizer_, "optimizer", self.optimizer_)
@@ -105,23 +135,42 @@ class CrossfitMixin:
             # nothing learnt in this call: a resumed ensemble keeps its networks and
             # scale; a fresh one is the baseline, which one network predicts as well
             self.fitted_state_.members = members if resumed else []
+            self.fitted_state_.gene_scale = previous.gene_scale if resumed else None
             return previous.residual_scale if resumed else 1.0
         self.fitted_state_.members = members
+        self.fitted_state_.gene_scale = gene_residual_scale(sums)
         return residual_scale(sums)
 
     def _predict_delta(self, group_keys, basal, state):
-        """The single network's prediction, or the mean over the cross-fitted networks."""
-        if len(state.members) < 2:
+        """The single network's prediction, or the mean over the cross-fitted networks.
+
+        With ``residual_shrinkage="gene"`` (and per-gene factors fitted) each
+        gene's residual is scaled by its own factor instead of the global one.
+        """
+        per_gene = self.residual_shrinkage == "gene" and state.gene_scale is not None
+        if len(state.members) < 2 and not per_gene:
             return super()._predict_delta(group_keys, basal, state)
-        module = self._bare_module
-        deltas, scales = 0.0, 0.0
-        # in fit order: the module ends holding the last network, as after `fit`
-        for weights in state.members:
-            _load(module, weights)
-            d, ls = super()._predict_delta(group_keys, basal, state)
-            deltas, scales = deltas + d, scales + ls
-        n = len(state.members)
-        return deltas / n, scales / n
+        saved = state.residual_scale
+        if per_gene:
+            state.residual_scale = 1.0  # the raw mean residual; scaled per gene below
+        try:
+            if len(state.members) < 2:
+                deltas, scales = super()._predict_delta(group_keys, basal, state)
+            else:
+                module = self._bare_module
+                deltas, scales = 0.0, 0.0
+                # in fit order: the module ends holding the last network, as after `fit`
+                for weights in state.members:
+                    _load(module, weights)
+                    d, ls = super()._predict_delta(group_keys, basal, state)
+                    deltas, scales = deltas + d, scales + ls
+                deltas, scales = deltas / len(state.members), scales / len(state.members)
+        finally:
+            state.residual_scale = saved
+        if per_gene:
+            base = np.stack([self._baseline(lab, ct, state) for lab, ct in group_keys])
+            deltas = base + state.gene_scale * (deltas - base)
+        return deltas, scales
 
 
 def _weights(module) -> dict:

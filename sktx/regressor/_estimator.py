@@ -94,6 +94,12 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         over to unseen perturbations is shrunk towards the baseline. Costs
         about ``crossfit * (crossfit - 1) / crossfit`` single fits. 0 (or 1)
         trains one network with a ``validation_fraction`` split.
+    residual_shrinkage : {"global", "gene"}, default="global"
+        How the learned residual is shrunk at prediction: by one factor
+        (``residual_scale_``), or with ``crossfit >= 2`` by a factor per gene
+        fitted on the same out-of-fold perturbations and shrunk towards the
+        global one (``fitted_state_.gene_scale``; a prediction-time choice,
+        ``set_params`` on a fitted model takes effect without refitting).
     validation_fraction : float, default=0.1
         With ``crossfit < 2``: fraction of perturbations held out (whole
         perturbations, never random cells) for ``valid_loss``; 0 disables
@@ -202,6 +208,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         attention: str = "sparse",
         distributional_loss: float = 0.0,
         crossfit: int = 3,
+        residual_shrinkage: str = "global",
         validation_fraction: float = 0.1,
         basal: str = "fitted",
         early_stopping: bool | str = "auto",
@@ -245,6 +252,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         self.attention = attention
         self.distributional_loss = distributional_loss
         self.crossfit = crossfit
+        self.residual_shrinkage = residual_shrinkage
         self.validation_fraction = validation_fraction
         self.basal = basal
         self.early_stopping = early_stopping
@@ -352,6 +360,10 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(
                 f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}."
+            )
+        if self.residual_shrinkage not in ("global", "gene"):
+            raise ValueError(
+                f"`residual_shrinkage` must be 'global' or 'gene', got {self.residual_shrinkage!r}."
             )
         if self.basal not in ("fitted", "query"):
             raise ValueError(f"`basal` must be 'fitted' or 'query', got {self.basal!r}.")

@@ -54,6 +54,9 @@ class FittedState:
     members : list of dict
         Weights (``state_dict``) of each cross-fitted network (``crossfit >= 2``);
         predictions average their residuals. Empty for a single network.
+    gene_scale : ndarray or None
+        Per-gene residual factors fitted out of fold (``crossfit >= 2``), used
+        with ``residual_shrinkage="gene"``.
     """
 
     genes: list[str]
@@ -72,6 +75,7 @@ class FittedState:
     neighbors: np.ndarray
     residual_scale: float = 1.0
     members: list = field(default_factory=list, repr=False, compare=False)
+    gene_scale: np.ndarray | None = field(default=None, repr=False, compare=False)
     gene_row: dict = field(init=False, repr=False, compare=False)
     prior_row: dict = field(init=False, repr=False, compare=False)
 

@@ -13,6 +13,7 @@ from sktx.nn import (
     SampledDot,
     SetLoss,
     SparseAggregate,
+    SparseAttention,
     SparsePattern,
     energy_distance,
     predict_cells,
@@ -58,6 +59,45 @@ def test_sparse_functions_match_dense():
     w = torch.rand(G * K)
     A = torch.zeros(G, G).scatter_add_(1, nbrs, w.view(G, K))
     assert torch.allclose(SparseAggregate.apply(w, v, pattern), A @ v, atol=1e-5)
+
+
+def test_fused_attention_gradcheck_and_equals_the_composed_functions():
+    nbrs = _neighbors()
+    pattern = SparsePattern(nbrs, n_blocks=2, n_heads=3)
+    n, K = pattern.n, nbrs.shape[1]
+    q, k, v = (torch.randn(n, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    fused = lambda a, b, c: SparseAttention.apply(a, b, c, pattern, 0.5)  # noqa: E731
+    assert torch.autograd.gradcheck(fused, (q, k, v))
+    w = torch.softmax(SampledDot.apply(q * 0.5, k, pattern).view(-1, K), -1).reshape(-1)
+    composed = SparseAggregate.apply(w, v, pattern)
+    assert torch.allclose(fused(q, k, v), composed, atol=1e-12)
+
+
+def test_pattern_rows_are_sample_gene_head_ordered():
+    # row (b * G + g) * H + h attends to rows (b * G + j) * H + h, j in neighbours(g)
+    nbrs = _neighbors(G=5, K=2)
+    G, K = nbrs.shape
+    B, H = 2, 3
+    p = SparsePattern(nbrs, B, H)
+    col = p.col.long().view(B, G, H, K)
+    for b in range(B):
+        for g in range(G):
+            for h in range(H):
+                assert col[b, g, h].tolist() == [(b * G + j) * H + h for j in nbrs[g].tolist()]
+    dense = p.transposed(torch.arange(p.col.numel(), dtype=torch.float32)).to_dense()
+    ref = p.matrix(torch.arange(p.col.numel(), dtype=torch.float32)).to_dense().T
+    assert torch.equal(dense, ref)
+
+
+def test_attention_dropout_path_matches_fused_path_when_inactive():
+    torch.manual_seed(0)
+    nbrs = _neighbors(G=8, K=3)
+    x = torch.randn(3, 8, 8)
+    att = NeighborAttention(8, n_heads=2, dropout=0.5).eval()  # eval: fused path
+    ref = att(x, nbrs)
+    att.train()
+    att.dropout.p = 1e-12  # composed path, dropout drawing (almost) nothing
+    assert torch.allclose(att(x, nbrs), ref, atol=1e-5)
 
 
 def test_neighbor_attention_equals_masked_dense_attention():

@@ -2,7 +2,13 @@
 
 from sktx.nn._loss import SetLoss, energy_distance, predict_cells
 from sktx.nn._model import GeneTokenModel
-from sktx.nn._sparse_attention import NeighborAttention, SampledDot, SparseAggregate, SparsePattern
+from sktx.nn._sparse_attention import (
+    NeighborAttention,
+    SampledDot,
+    SparseAggregate,
+    SparseAttention,
+    SparsePattern,
+)
 
 __all__ = [
     "GeneTokenModel",
@@ -10,6 +16,7 @@ __all__ = [
     "SampledDot",
     "SetLoss",
     "SparseAggregate",
+    "SparseAttention",
     "SparsePattern",
     "energy_distance",
     "predict_cells",

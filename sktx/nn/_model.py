@@ -127,15 +127,15 @@ class GeneTokenModel(nn.Module):
         self.saved_state: dict | None = None
         self._patterns: dict = {}
 
-    def _pattern(self, neighbors: torch.Tensor, n_blocks: int) -> SparsePattern:
+    def _pattern(self, neighbors: torch.Tensor, n_samples: int, n_heads: int) -> SparsePattern:
         """One CSR pattern shared by all layers, cached per graph and batch size."""
-        key = (tuple(neighbors.shape), n_blocks, str(neighbors.device))
+        key = (tuple(neighbors.shape), n_samples, n_heads, str(neighbors.device))
         hit = self._patterns.get(key)
         if hit is not None and torch.equal(hit[0], neighbors):
             return hit[1]
         if len(self._patterns) >= 2:  # a full and a last, smaller batch per epoch
             self._patterns.clear()
-        pattern = SparsePattern(neighbors, n_blocks)
+        pattern = SparsePattern(neighbors, n_samples, n_heads)
         self._patterns[key] = (neighbors, pattern)
         return pattern
 
@@ -190,7 +190,7 @@ class GeneTokenModel(nn.Module):
 
         pattern = None
         if self.blocks and self.blocks[0].attn.mode == "sparse":
-            pattern = self._pattern(neighbors, x.shape[0] * self.blocks[0].attn.n_heads)
+            pattern = self._pattern(neighbors, x.shape[0], self.blocks[0].attn.n_heads)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, neighbors, pattern, use_reentrant=False)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
 from sktx._effects import fit_by_cell_type
+from sktx._params import Options
 from sktx.baselines._base import _Baseline, split_targets
 
 __all__ = ["AdditiveBaseline"]
@@ -76,6 +79,11 @@ class AdditiveBaseline(_Baseline):
     True
     """
 
+    _constraints: ClassVar[dict] = {
+        **_Baseline._constraints,
+        "effects": Options("singles", "joint"),
+    }
+
     def __init__(
         self,
         *,
@@ -94,8 +102,6 @@ class AdditiveBaseline(_Baseline):
         self.effects = effects
 
     def _fit(self, pb) -> None:
-        if self.effects not in ("singles", "joint"):
-            raise ValueError(f"`effects` must be 'singles' or 'joint', got {self.effects!r}.")
         deltas, groups = pb.deltas(self.control_label)
         index = pd.MultiIndex.from_frame(groups[["perturbation", "cell_type"]])
         self.deltas_ = pd.DataFrame(deltas, index=index, columns=pb.genes)

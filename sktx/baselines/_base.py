@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 # Every import of the data layer the baselines use is here, so that moving to
 # `sktx.data` touches this module only.
 from sktx._counts import prediction_output
+from sktx._params import Options, check_params
 from sktx._scoring import SCORE_DOC, delta_mse_score
 from sktx.context import warn_unseen
 from sktx.data import DataContractError, nonzero_level, prepare, pseudobulk, split_targets
@@ -34,6 +35,9 @@ class _Input(NamedTuple):
 
 class _Baseline(RegressorMixin, BaseEstimator):
     """Shared fit/predict plumbing; subclasses implement ``_fit`` and ``_delta``."""
+
+    #: what each parameter may be (sktx._params); subclasses extend it
+    _constraints: ClassVar[dict] = {"cells": Options("profile", "controls")}
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class _Baseline(RegressorMixin, BaseEstimator):
         -------
         self
         """
+        check_params(self)
         data = self._read_input(adata, training=True)
         pb = pseudobulk(data.data)
         groups = pb.groups.fillna({"cell_type": _ALL})
@@ -142,8 +147,7 @@ class _Baseline(RegressorMixin, BaseEstimator):
             non-negative log1p ``X``.
         """
         check_is_fitted(self)
-        if self.cells not in ("profile", "controls"):
-            raise ValueError(f"`cells` must be 'profile' or 'controls', got {self.cells!r}.")
+        check_params(self)
         adata = self._query_data(adata)
         info, _, X = self._read_input(adata, training=False)
         types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, _ALL)

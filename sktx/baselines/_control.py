@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
@@ -46,6 +48,8 @@ class ControlBaseline(_Baseline):
     >>> pred.n_vars
     40
     """
+
+    _constraints: ClassVar[dict] = {}  # no `cells` option
 
     def __init__(
         self,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sktx._params import Integer, Real
 from sktx.baselines._base import _Baseline, split_targets
 from sktx.genesets import read_gene_sets
 
@@ -112,6 +114,13 @@ class LinearBaseline(_Baseline):
     40
     """
 
+    _constraints: ClassVar[dict] = {
+        **_Baseline._constraints,
+        "n_components": Integer(low=1),
+        "n_prior_components": Integer(low=1),
+        "ridge": Real(low=0),
+    }
+
     def __init__(
         self,
         *,
@@ -137,13 +146,8 @@ class LinearBaseline(_Baseline):
         self.prior_gene_sets = prior_gene_sets
         self.n_prior_components = n_prior_components
 
-    def _check_params(self) -> None:
-        for name, low in (("n_components", 1), ("n_prior_components", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-        if not (isinstance(self.ridge, (int, float)) and self.ridge >= 0):
-            raise ValueError(f"`ridge` must be a number >= 0, got {self.ridge!r}.")
+    def _check_embedding(self) -> None:
+        # the numeric parameters are checked by `_Baseline.fit` (sktx._params)
         if self.gene_embedding is not None and not isinstance(self.gene_embedding, pd.DataFrame):
             raise TypeError(
                 "`gene_embedding` must be a pandas DataFrame indexed by gene symbol, got "
@@ -181,7 +185,7 @@ class LinearBaseline(_Baseline):
 
     def fit(self, adata, y=None):
         """Fit G, W and b on the training pseudobulk deltas (see class docstring)."""
-        self._check_params()
+        self._check_embedding()
         return super().fit(adata, y)
 
     def _fit(self, pb) -> None:

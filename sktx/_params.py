@@ -17,7 +17,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Integer", "Options", "Real", "check_params", "describe"]
+__all__ = ["Integer", "Options", "Real", "check_params", "check_value", "describe"]
 
 
 def _is_int(value) -> bool:
@@ -126,6 +126,19 @@ def _accepts(constraint, value) -> bool:
     return constraint.accepts(value)
 
 
+def check_value(name: str, value, constraint: Constraint | tuple):
+    """Refuse ``value`` of parameter ``name`` unless ``constraint`` accepts it; return it.
+
+    Examples
+    --------
+    >>> check_value("n_genes", 5, Integer(low=1))
+    5
+    """
+    if not _accepts(constraint, value):
+        raise ValueError(f"`{name}` must be {describe(constraint)}, got {value!r}.")
+    return value
+
+
 def check_params(estimator, constraints: Mapping[str, Constraint | tuple] | None = None) -> None:
     """Refuse the first parameter of ``estimator`` that breaks its constraint.
 
@@ -157,6 +170,4 @@ def check_params(estimator, constraints: Mapping[str, Constraint | tuple] | None
     if constraints is None:
         constraints = getattr(type(estimator), "_constraints", {})
     for name, constraint in constraints.items():
-        value = getattr(estimator, name)
-        if not _accepts(constraint, value):
-            raise ValueError(f"`{name}` must be {describe(constraint)}, got {value!r}.")
+        check_value(name, getattr(estimator, name), constraint)

@@ -296,7 +296,7 @@ def test_input_unchanged_counts_and_log(symsim, norman):
         ({"quotas": {"tf": 1.5}}, ValueError, r"`quotas\['tf'\]`"),
         ({"quotas": {"tf": 400, "hvg": 200}}, ValueError, "ask for 600 genes but `n_genes=500`"),
         ({"quotas": ["tf"]}, TypeError, "`quotas` must be a dict"),
-        ({"hvg_flavor": "pearson"}, ValueError, "`hvg_flavor` must be one of"),
+        ({"hvg_flavor": "pearson"}, ValueError, "`hvg_flavor` must be 'auto', 'seurat'"),
         ({"gene_sets": {"tf": "/no/such/tfs.txt"}}, FileNotFoundError, "/no/such/tfs.txt"),
         ({"gene_sets": {"kinases": ["MAPK1"]}}, ValueError, "unknown gene-set categories"),
         ({"perturbation_key": "guide"}, DataContractError, "`obs\\['guide'\\]` not found"),

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from sktx._params import Integer, check_value
+
 __all__ = ["QUOTA_KEYS", "default_quotas"]
 
 #: Selection categories in priority order (earlier = placed earlier in a block).
@@ -134,9 +136,7 @@ def default_quotas(n_genes: int = 500) -> dict[str, int]:
 
 
 def _check_n_genes(n_genes) -> int:
-    if not isinstance(n_genes, numbers.Integral) or isinstance(n_genes, bool) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
-    return int(n_genes)
+    return int(check_value("n_genes", n_genes, Integer(low=1)))
 
 
 def _shares_from_quotas(quotas, n_genes: int) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from sktx._params import Integer, Options, check_params
 from sktx.data import (
     PerturbationData,
     check_genes,
@@ -33,7 +35,6 @@ from sktx.selection._quotas import (
     _HVG_FLAVORS,
     _V3_TOP,
     QUOTA_KEYS,
-    _check_n_genes,
     _default_slots,
     _share_slots,
     _shares_from_quotas,
@@ -158,6 +159,11 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     True
     """
 
+    _constraints: ClassVar[dict] = {
+        "n_genes": Integer(low=1),
+        "hvg_flavor": Options(*_HVG_FLAVORS),
+    }
+
     def __init__(
         self,
         *,
@@ -198,12 +204,9 @@ class GeneSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         -------
         self : GeneSelector
         """
-        n_genes = _check_n_genes(self.n_genes)
+        check_params(self)
+        n_genes = int(self.n_genes)
         shares = None if self.quotas is None else _shares_from_quotas(self.quotas, n_genes)
-        if self.hvg_flavor not in _HVG_FLAVORS:
-            raise ValueError(
-                f"`hvg_flavor` must be one of {_HVG_FLAVORS}, got {self.hvg_flavor!r}."
-            )
         check_random_state(self.random_state)
         data = self._prepare(adata, require_control=True)
         n_vars = data.n_vars

@@ -2,6 +2,7 @@
 
 from sktx.nn._loss import SetLoss, energy_distance, predict_cells
 from sktx.nn._model import GeneTokenModel
+from sktx.nn._precision import cpu_autocast_precision
 from sktx.nn._sparse_attention import (
     NeighborAttention,
     SampledDot,
@@ -18,6 +19,7 @@ __all__ = [
     "SparseAggregate",
     "SparseAttention",
     "SparsePattern",
+    "cpu_autocast_precision",
     "energy_distance",
     "predict_cells",
 ]

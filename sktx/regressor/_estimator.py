@@ -11,7 +11,7 @@ from sklearn.utils import RegressorTags, check_random_state
 from skorch import NeuralNet
 
 from sktx.data import DataContractError, SetSampler, prepare
-from sktx.nn import GeneTokenModel, SetLoss
+from sktx.nn import GeneTokenModel, SetLoss, cpu_autocast_precision
 from sktx.regressor._crossfit import CrossfitMixin, crossfit_folds
 from sktx.regressor._inputs import InputsMixin
 from sktx.regressor._predict import PredictMixin
@@ -71,11 +71,13 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
     batch_size : int, default=8
         Sets per optimisation step.
     precision : {"auto", "32", "bf16", "16"}, default="auto"
-        Autocast dtype. ``"auto"``: float32 on CPU (bf16 autocast was measured
-        slower for this model on CPU), bf16 on CUDA when supported, else fp16
-        with gradient scaling. ``"bf16"`` on CPU autocasts to bfloat16; ``"16"``
-        is fp16 + ``GradScaler`` on CUDA (bf16 on CPU). Sparse attention always
-        runs in float32 (there are no low-precision CSR kernels).
+        Autocast dtype. ``"auto"``: on CPU bf16 where the CPU has native bf16
+        (avx512_bf16/AMX) and a timed step is faster with it, else float32
+        (decided once per process, :func:`sktx.nn.cpu_autocast_precision`);
+        bf16 on CUDA when supported, else fp16 with gradient scaling. ``"bf16"``
+        on CPU autocasts to bfloat16; ``"16"`` is fp16 + ``GradScaler`` on CUDA
+        (bf16 on CPU). Sparse attention always runs in float32 (there are no
+        low-precision CSR kernels).
     gradient_checkpointing : bool, default=False
         Recompute attention blocks in backward to save memory.
     attention : {"sparse", "dense"}, default="sparse"
@@ -338,10 +340,9 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
             return self.precision
         if dev == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "16"
-        # Measured on a 2-core avx512_bf16 CPU: bf16 autocast made this model ~2.5x
-        # slower (small matmuls; the sparse attention must run in fp32 anyway, so
-        # casts dominate). "auto" therefore keeps fp32 on CPU.
-        return "32"
+        # bf16 is ~2x slower where the CPU only emulates it (AVX2) and faster where it
+        # is native (avx512_bf16/AMX): measured once per process
+        return cpu_autocast_precision() if dev == "cpu" else "32"
 
     def _check_params(self):
         names = ("d_model", "n_layers", "n_heads", "n_neighbors", "set_size", "batch_size")

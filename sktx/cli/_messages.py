@@ -18,8 +18,18 @@ _FLAGS = {
     "cell_type_key": "--cell-type-key",
     "gene_sets": "--gene-sets",
 }
-_PARAM = re.compile(r"`?\b(" + "|".join(_FLAGS) + r")=(?:\.\.\.)?`?")
-_CALL = re.compile(r"`\w+\((" + "|".join(_FLAGS) + r")=\.\.\.\)`")
+_NAMES = "|".join(_FLAGS)
+# `Estimator(perturbation_key=...)`
+_CALL = re.compile(r"`\w+\((" + _NAMES + r")=\.\.\.\)`")
+# `perturbation_key='gene'`, `perturbation_key=`, perturbation_key=...
+_PARAM = re.compile(r"(`?)\b(" + _NAMES + r")=(?:'([^']*)'|\.\.\.|([\w.-]+))?(`?)")
+
+
+def _flag(match: re.Match) -> str:
+    open_, name, quoted, word, close = match.groups()
+    value = quoted or word
+    text = _FLAGS[name] + (f" {value}" if value else "")
+    return f"`{text}`" if open_ or close else text
 
 
 def cli_wording(message: str) -> str:
@@ -31,9 +41,11 @@ def cli_wording(message: str) -> str:
     "`obs['x']` not found; available columns: ['a']. Pass `--perturbation-key`."
     >>> cli_wording("Pass `PerturbationSplit(perturbation_key=...)`.")
     'Pass `--perturbation-key`.'
+    >>> cli_wording("(e.g. `perturbation_key='target_gene'`)")
+    '(e.g. `--perturbation-key target_gene`)'
     """
     message = _CALL.sub(lambda m: f"`{_FLAGS[m.group(1)]}`", message)
-    return _PARAM.sub(lambda m: f"`{_FLAGS[m.group(1)]}`", message)
+    return _PARAM.sub(_flag, message)
 
 
 @contextmanager

@@ -154,7 +154,7 @@ def test_bad_key_is_one_line(sim_file, tmp_path, fast_model):
     result = _run(
         "train", "--data", sim_file, "--out", tmp_path / "r", "--perturbation-key", "gene"
     )
-    _one_line_error(result, "obs['gene']", "perturbation_key")
+    _one_line_error(result, "obs['gene']", "--perturbation-key")
 
 
 def test_not_an_h5ad(tmp_path):

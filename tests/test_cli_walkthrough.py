@@ -138,9 +138,7 @@ def test_plan_cells_and_phases_flags(tmp_path, monkeypatch, fast_model, norman_p
     cfg = TrainConfig(data="demo", out="x", strategy="progressive", genes=500, phases=[100, 300])
     assert _phase_plan(cfg) == [100, 300, 500]
     cfg.phases = _phase_plan(cfg)
-    assert _plan(cfg, 2000) == "progressive, 3 phases of 100, 300, 500 genes, 1 epoch"[:-7] + (
-        "20 epochs per phase"
-    )
+    assert _plan(cfg, 2000) == "progressive, 3 phases of 100, 300, 500 genes, 20 epochs per phase"
     assert _plan(TrainConfig(data="demo", out="x", genes=3000, epochs=1), 500) == (
         "standard, 500 genes (--genes 3000 > 500 measured), 1 epoch"
     )

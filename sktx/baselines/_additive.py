@@ -7,6 +7,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from sktx._docs import doc_params
 from sktx._effects import fit_by_cell_type
 from sktx._params import Options
 from sktx.baselines._base import _Baseline, split_targets
@@ -14,6 +15,7 @@ from sktx.baselines._base import _Baseline, split_targets
 __all__ = ["AdditiveBaseline"]
 
 
+@doc_params
 class AdditiveBaseline(_Baseline):
     """Control plus the sum of single-perturbation deltas.
 
@@ -29,16 +31,10 @@ class AdditiveBaseline(_Baseline):
 
     Parameters
     ----------
-    perturbation_key : str, default="target_gene"
-        ``obs`` column with perturbation labels.
-    control_label : str, default="non-targeting"
-        Label of control cells.
+    {doc_keys}
     cell_type_key : str, optional
         Deltas per cell type.
-    cells : {"profile", "controls"}, default="profile"
-        Every perturbed query cell = the predicted profile (cell-eval's
-        baseline convention), or the query's control cells carried to the
-        predicted mean with zeros kept (as the regressor does).
+    {doc_cells}
     effects : {"singles", "joint"}, default="singles"
         Where a target's effect comes from. ``"singles"``: its single
         perturbation only (the classic additive baseline). ``"joint"``: a

@@ -8,20 +8,19 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
+from sktx._docs import doc_params
 from sktx.baselines._base import _Baseline
 
 __all__ = ["ControlBaseline"]
 
 
+@doc_params
 class ControlBaseline(_Baseline):
     """Predict no change: every query cell keeps its own (control) expression.
 
     Parameters
     ----------
-    perturbation_key : str, default="target_gene"
-        ``obs`` column with perturbation labels.
-    control_label : str, default="non-targeting"
-        Label of control cells.
+    {doc_keys}
     cell_type_key : str, optional
         ``obs`` column with cell types.
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sktx._docs import doc_params
 from sktx._effects import fit_by_cell_type
 from sktx.baselines._base import _ALL, _Baseline, split_targets
 from sktx.data import BackedRows
@@ -51,6 +52,7 @@ def _correlation(X, columns: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.clip(corr, -1.0, 1.0), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+@doc_params
 class KNNBaseline(_Baseline):
     """Knowledge-graph neighbours: an unseen target borrows the effects of similar fitted ones.
 
@@ -96,14 +98,10 @@ class KNNBaseline(_Baseline):
         :class:`AdditiveBaseline` (``effects="joint"``), so targets seen only
         inside combinations are fitted too; ``"singles"``, the measured delta
         of its single perturbation.
-    perturbation_key : str, default="target_gene"
-    control_label : str, default="non-targeting"
+    {doc_keys}
     cell_type_key : str, optional
         Effects, neighbours and co-expression per cell type.
-    cells : {"profile", "controls"}, default="profile"
-        How perturbed query cells are built, as for every baseline: the
-        predicted profile, or the query's control cells carried to the
-        predicted mean with zeros kept (as the regressor does).
+    {doc_cells}
 
     Attributes
     ----------

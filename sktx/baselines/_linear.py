@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from sktx._docs import doc_params
 from sktx._params import Integer, Real
 from sktx.baselines._base import _Baseline, split_targets
 from sktx.genesets import read_gene_sets
@@ -33,6 +34,7 @@ def _prior_embedding(gene_sets: Mapping[str, list[str]], k: int) -> pd.DataFrame
     return pd.DataFrame(emb, index=pd.Index(genes))
 
 
+@doc_params
 class LinearBaseline(_Baseline):
     """The low-rank linear model of Ahlmann-Eltze, Huber & Anders (2025).
 
@@ -64,15 +66,10 @@ class LinearBaseline(_Baseline):
         dimensions; used when ``gene_embedding`` is None.
     n_prior_components : int, default=10
         Dimensions kept from ``prior_gene_sets``.
-    perturbation_key : str, default="target_gene"
-    control_label : str, default="non-targeting"
+    {doc_keys}
     cell_type_key : str, optional
         Deltas and b per cell type; G and W are shared.
-    cells : {"profile", "controls"}, default="profile"
-        How perturbed query cells are built: every cell = the predicted
-        profile (cell-eval's baseline convention), or the query's control
-        cells carried to the predicted mean with zeros kept (as the
-        regressor does; see the module docstring).
+    {doc_cells}
 
     Attributes
     ----------

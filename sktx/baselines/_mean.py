@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sktx._docs import doc_params
 from sktx.baselines._base import _Baseline
 
 __all__ = ["MeanBaseline"]
 
 
+@doc_params
 class MeanBaseline(_Baseline):
     """Predict the mean perturbed profile: cell-eval's cell-mean baseline.
 
@@ -23,16 +25,10 @@ class MeanBaseline(_Baseline):
 
     Parameters
     ----------
-    perturbation_key : str, default="target_gene"
-        ``obs`` column with perturbation labels.
-    control_label : str, default="non-targeting"
-        Label of control cells.
+    {doc_keys}
     cell_type_key : str, optional
         One mean profile per cell type.
-    cells : {"profile", "controls"}, default="profile"
-        Every perturbed query cell = the predicted profile (cell-eval's
-        baseline convention), or the query's control cells carried to the
-        predicted mean with zeros kept (as the regressor does).
+    {doc_cells}
 
     Attributes
     ----------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from sktx._docs import doc_params
 from sktx._effects import fit_by_cell_type
+from sktx._params import Integer, Options, Real
 from sktx.baselines._base import _ALL, _Baseline, split_targets
 from sktx.data import BackedRows
 from sktx.genesets import read_gene_sets
@@ -147,6 +150,13 @@ class KNNBaseline(_Baseline):
     True
     """
 
+    _constraints: ClassVar[dict] = {
+        **_Baseline._constraints,
+        "n_neighbors": Integer(low=1),
+        "coexpression_weight": Real(0, 1),
+        "effects": Options("singles", "joint"),
+    }
+
     def __init__(
         self,
         *,
@@ -170,19 +180,8 @@ class KNNBaseline(_Baseline):
         self.coexpression_weight = coexpression_weight
         self.effects = effects
 
-    def _check_params(self) -> None:
-        k = self.n_neighbors
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"`n_neighbors` must be an integer >= 1, got {k!r}.")
-        w = self.coexpression_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
-            raise ValueError(f"`coexpression_weight` must be a number in [0, 1], got {w!r}.")
-        if self.effects not in ("singles", "joint"):
-            raise ValueError(f"`effects` must be 'singles' or 'joint', got {self.effects!r}.")
-
     def fit(self, adata, y=None):
         """Fit target effects, read the gene sets and the control co-expression."""
-        self._check_params()
         self._training = None  # filled by _read_input: the control cells for _fit
         try:
             return super().fit(adata, y)

@@ -1,7 +1,8 @@
 """The 2026 score (cell-eval2 preset vcc2026): the regressor vs the baselines, raw counts out.
 
 Datlinger (raw counts, 20 perturbations): trained on one half of the perturbations
-(PerturbationSplit, 2 folds, fold 0), scored on the held-out half. The H1 sample
+(PerturbationSplit, 2 folds, fold 0), scored on the held-out half -- cell-eval2 refuses
+this reference (no measurable aggregate effect at 59 UMI per cell), which is recorded. The H1 sample
 (5 perturbations) is too small to hold any out (cell-eval2 finds the baseline
 degenerate on 2-3 perturbations), so it is trained and scored on all five: an
 in-sample number, stated as such. Every model predicts log1p, the prediction becomes
@@ -53,13 +54,13 @@ COLUMNS = ["data", "model", *[SHORT[m] for m in VCC2026_METRICS], "score", "cell
 
 def _models(keys):
     reg = sktx.PerturbationRegressor(
-        max_epochs=10, set_size=16, random_state=0, on_unknown_target="warn", **keys
+        max_epochs=5, set_size=16, random_state=0, on_unknown_target="warn", **keys
     )
     from sklearn.pipeline import Pipeline
 
     yield (
         "PerturbationRegressor",
-        Pipeline([("select", sktx.GeneSelector(n_genes=500, **keys)), ("model", reg)]),
+        Pipeline([("select", sktx.GeneSelector(n_genes=200, **keys)), ("model", reg)]),
     )
     for name, factory in BASELINES.items():
         yield name, factory(**keys)
@@ -90,7 +91,14 @@ def main() -> None:
             fit_s = time.perf_counter() - t0
             pred = predict_output(model, query, output="counts", all_genes=True, random_state=0)
             t0 = time.perf_counter()
-            res = vcc2026_evaluate(test, pred, **keys)
+            try:
+                res = vcc2026_evaluate(test, pred, **keys)
+            except ValueError as exc:  # a property of the reference: the same for every model
+                reason = str(exc).split(". ")[0]
+                extra[data_name]["refused"] = reason
+                rows.append([data_name, "(every model)", *["—"] * 6, "refused", "—"])
+                print(data_name, "refused:", reason, flush=True)
+                break
             wall = time.perf_counter() - t0
             row = [data_name, name, *[round(float(res.scaled[m]), 3) for m in VCC2026_METRICS]]
             row += [round(res.score, 3), round(wall, 1)]
@@ -109,9 +117,12 @@ def main() -> None:
         "1 = split-half replicate)",
         columns=COLUMNS,
         rows=rows,
-        notes="Datlinger: fold 0 of a 2-fold PerturbationSplit (10 held-out perturbations). "
-        "H1: in-sample (all 5 perturbations trained and scored). Regressor: GeneSelector 500 "
-        "genes + PerturbationRegressor 10 epochs; counts from sktx's NB count model on the "
+        notes="Datlinger: fold 0 of a 2-fold PerturbationSplit (10 held-out perturbations); "
+        "cell-eval2 refuses the reference (the sum of expr_distance_unbiased over the "
+        "perturbations is negative: no measurable aggregate effect at 59 UMI per cell), for "
+        "every model alike. H1: in-sample (all 5 perturbations trained and scored; any "
+        "held-out subset of 2-3 gives a degenerate baseline). Regressor: GeneSelector 200 "
+        "genes + PerturbationRegressor 5 epochs; counts from sktx's NB count model on the "
         "whole gene axis; pdex DE on CPU. cell-eval2 s: the first model of each data set "
         "includes the baseline and the 5-split replicate anchor.",
         extra=extra,

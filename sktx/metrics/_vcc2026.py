@@ -295,7 +295,12 @@ def vcc2026_evaluate(
         r = real_d[np.flatnonzero(real_d.contexts == ct)]
         p = pred_d[np.flatnonzero(pred_d.contexts == ct)]
         real_ad, pred_ad = _context_pair(r, p, perturbation_key, control_label, ct)
-        frame, engine = _score_context(real_ad, pred_ad, _unmeasured_targets(cfg, r, ct))
+        try:
+            frame, engine = _score_context(real_ad, pred_ad, cfg)
+        except ValueError as exc:
+            if cfg.target_gene_map is not None or "resolves to a gene" not in str(exc):
+                raise
+            frame, engine = _score_context(real_ad, pred_ad, _unmeasured_targets(cfg, r, ct))
         frame.insert(0, "context", ct)
         frames.append(frame)
         engines.add(engine)
@@ -315,25 +320,25 @@ def vcc2026_evaluate(
 
 
 def _unmeasured_targets(cfg, real: PerturbationData, context):
-    """cell-eval2 refuses a panel where no target resolves to a measured gene (it reads
-    that as construct IDs). When no target is measured at all (a gene subset), there is
-    nothing to exclude: say so with ``target_gene_map={label: None}``, and warn."""
-    if cfg.target_gene_map is not None:
-        return cfg
+    """The config for a panel where cell-eval2 finds no target among its genes.
+
+    cell-eval2 reads that as construct IDs and refuses. When the targets simply are not
+    measured (a gene subset, or genes its 5-CPM filter drops) there is nothing to exclude:
+    each label maps to its gene when measured, else to None (no exclusion), with a warning.
+    """
     measured = set(real.genes)
     labels = real.perturbations
-    if any(t in measured for lab in labels for t in lab.split("+")):
-        return cfg
+    mapping = {lab: (lab if lab in measured else None) for lab in labels}
     where = "" if context == "all" else f" in context {context!r}"
     warnings.warn(
-        f"none of the {len(labels)} perturbations' target genes{where} is among the "
-        f"{real.n_vars} scored genes, so no target gene can be excluded; scored with "
-        "cell-eval2's `target_gene_map={label: None}` (no exclusion). Pass "
-        "`target_gene_map=` to decide otherwise.",
+        f"cell-eval2 found none of the {len(labels)} perturbations' target genes{where} "
+        "among the genes it scores (they are not measured, or below its 5-CPM filter), so "
+        "no target gene can be excluded; scored with `target_gene_map` = {label: gene, or "
+        "None when not measured}. Pass `target_gene_map=` to decide otherwise.",
         UserWarning,
         stacklevel=3,
     )
-    return replace(cfg, target_gene_map={lab: None for lab in labels})
+    return replace(cfg, target_gene_map=mapping)
 
 
 def _align_genes(pred: PerturbationData, real: PerturbationData) -> PerturbationData:

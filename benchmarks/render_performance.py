@@ -57,6 +57,11 @@ def section(path: Path) -> list[str]:
 def render() -> str:
     parts = [HEADER]
     for path in sorted(RESULTS.glob("*.json")):
+        res = json.loads(path.read_text())
+        if not {"title", "columns", "rows"} <= set(res):
+            # e.g. identity_baseline.json: a reference manifest, not a table
+            print(f"skipped {path.name}: no title/columns/rows")
+            continue
         parts += section(path)
     return "\n".join(parts) + "\n"
 

@@ -247,3 +247,15 @@ def test_scorer_carries_its_metric_to_workers():
     finally:
         unregister_metric("max_abs_error")
     assert pickle.loads(payload)(model, sim) == expected
+
+
+def test_report_direction_comes_from_the_registry():
+    from sktx.report._record import lower_is_better
+
+    # "spread" says nothing by its name; the registry's direction decides, by name or label
+    register_metric(Metric("spread", _max_abs_error, greater_is_better=False, label="spread ↓"))
+    try:
+        assert lower_is_better("spread") and lower_is_better("spread ↓")
+    finally:
+        unregister_metric("spread")
+    assert not lower_is_better("spread")

@@ -13,18 +13,30 @@ import pandas as pd
 
 __all__ = ["RunRecord", "lower_is_better"]
 
-# Metric names (lower-cased) where smaller is better; everything else is "higher is better".
-_LOWER_BETTER = ("mae", "mse", "rmse", "loss", "distance", "energy", "mmd")
+# Columns that are not registered metrics (losses, the 2026 table...): smaller is better when
+# the name says so; everything else is "higher is better".
+_LOWER_BETTER = ("mae", "mse", "rmse", "loss", "distance", "energy", "mmd", "nmae")
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of ``metric`` is better (MAE, MSE, losses).
+    """Whether a smaller value of ``metric`` is better.
+
+    A metric of the registry (:func:`sktx.metrics.get_metric`, by name or report
+    label) answers from its own ``greater_is_better``, so a metric added with
+    :func:`~sktx.metrics.register_metric` gets the right arrow and best value;
+    other columns (losses, errors) go by their name.
 
     Examples
     --------
-    >>> lower_is_better("MAE"), lower_is_better("pearson_delta")
-    (True, False)
+    >>> lower_is_better("MAE"), lower_is_better("pearson_delta"), lower_is_better("train_loss")
+    (True, False, True)
     """
+    from sktx.metrics import available_metrics, get_metric
+
+    for name in available_metrics():
+        m = get_metric(name)
+        if metric in (m.name, m.label):
+            return not m.greater_is_better
     name = metric.lower()
     return any(token in name for token in _LOWER_BETTER)
 

@@ -550,7 +550,6 @@ def save(estimator, path: str | Path, *, meta: dict | None = None) -> Path:
     >>> type(model).__name__, manifest["meta"]["note"]
     ('MeanBaseline', 'demo')
     """
-    import torch
 
     from sktx._atomic import write_with
 
@@ -566,8 +565,24 @@ def save(estimator, path: str | Path, *, meta: dict | None = None) -> Path:
     }
     payload = {"format": FORMAT, "manifest": json.dumps(manifest), "tensors": enc.tensors}
     path = Path(path)
-    write_with(path, lambda fh: torch.save(payload, fh))
+    write_with(path, lambda fh: _torch_save(payload, fh))
     return path
+
+
+def _torch_save(payload: dict, fh) -> None:
+    import torch
+
+    try:
+        torch.save(payload, fh)
+    except RuntimeError as exc:
+        # torch's zip writer turns a failed write (a full disk) into a RuntimeError while
+        # closing; report the OSError underneath
+        cause = exc.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _read_payload(path: Path) -> dict:

@@ -30,8 +30,8 @@ class _SlowAfterFirstEpoch(Callback):
 
 def main() -> None:
     marker = sys.argv[1]
-    # import ourselves by module name so the pickled checkpoint refers to
-    # _interrupt_runner._SlowAfterFirstEpoch (loadable by the test), not __main__
+    # import ourselves by module name (a callback defined outside sktx is left out of
+    # the checkpoint, so resuming runs at full speed)
     from _interrupt_runner import _SlowAfterFirstEpoch as slow
 
     def build(cfg, quiet):

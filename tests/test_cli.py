@@ -165,7 +165,7 @@ def test_not_an_h5ad(tmp_path):
 
 def test_resume_without_checkpoint(tmp_path):
     result = _run("train", "--data", "demo", "--out", tmp_path / "r", "--resume")
-    _one_line_error(result, "--resume", "checkpoint.pkl")
+    _one_line_error(result, "--resume", "checkpoint.sktx")
 
 
 # Helpers ---------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def test_train_predict_evaluate(sim_file, tmp_path, fast_model):
     run = tmp_path / "run"
     result = _run("train", "--data", sim_file, "--out", run, "--epochs", "1", "--cells", "400")
     assert result.exit_code == 0, result.output
-    for name in ("model.pkl", "config.json", "metrics.json", "metrics.csv", "report.html"):
+    for name in ("model.sktx", "config.json", "metrics.json", "metrics.csv", "report.html"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"PerturbationRegressor", "mean", "linear", "control", "additive_joint"} <= set(metrics)
@@ -331,12 +331,12 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
     result = _run(*args)
     assert result.exit_code == 130, result.output
     assert "interrupted after 1 epochs" in result.output and "--resume" in result.output
-    assert (run / "checkpoint.pkl").exists() and not (run / "model.pkl").exists()
+    assert (run / "checkpoint.sktx").exists() and not (run / "model.sktx").exists()
 
     result = _run(*args, "--resume")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output and "1 to go" in result.output
-    assert not (run / "checkpoint.pkl").exists()
+    assert not (run / "checkpoint.sktx").exists()
     history = pd.read_csv(run / "history.csv")
     assert len(history) == 2  # 1 epoch before Ctrl-C + 1 after --resume
 
@@ -371,7 +371,7 @@ def test_end_to_end_norman_one_epoch(norman_path, tmp_path):
     args += ["--cells", "2500"]
     result = _run(*args, "--out", run, "--quiet")
     assert result.exit_code == 0, result.output
-    for name in ("report.html", "report.md", "model.pkl", "metrics.csv", "history.csv"):
+    for name in ("report.html", "report.md", "model.sktx", "metrics.csv", "history.csv"):
         assert (run / name).exists(), name
     html = (run / "report.html").read_text()
     md = (run / "report.md").read_text()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sktx import _persist
 from sktx.datasets import make_perturbseq
 
 RUNNER = Path(__file__).with_name("_interrupt_runner.py")
@@ -60,15 +61,14 @@ def test_killed_mid_epoch_then_resume(sim_file, tmp_path, sig):
     run, marker = tmp_path / "run", tmp_path / "epoch1.done"
     code, out = _kill_mid_epoch_2(_train(sim_file, run, marker), marker, sig)
     assert code == 130, out
-    ckpt = run / "checkpoint.pkl"
-    assert ckpt.exists() and not (run / "model.pkl").exists(), out
-    sys.path.insert(0, str(RUNNER.parent))  # the checkpoint pickles the runner's callback
-    with open(ckpt, "rb") as fh:
-        est = pickle.load(fh)  # a valid, loadable checkpoint
+    ckpt = run / "checkpoint.sktx"
+    assert ckpt.exists() and not (run / "model.sktx").exists(), out
+    est, manifest = _persist.load(ckpt)  # a valid, loadable checkpoint (no pickle)
+    assert manifest["meta"]["data"]["cells"] == 300
     net = est.steps[-1][1] if hasattr(est, "steps") else est
     done = len(net.history)
     assert 1 <= done < EPOCHS
-    assert not list(run.glob("*.tmp")), "a half-written checkpoint was left behind"
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp")), "a temp file was left"
 
     res = subprocess.run(
         _train(sim_file, run, tmp_path / "m2", "--resume"),
@@ -77,7 +77,7 @@ def test_killed_mid_epoch_then_resume(sim_file, tmp_path, sig):
         timeout=300,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert (run / "model.pkl").exists() and not ckpt.exists()
+    assert (run / "model.sktx").exists() and not ckpt.exists()
     assert len(pd.read_csv(run / "history.csv")) == EPOCHS  # same as an uninterrupted run
 
 
@@ -97,16 +97,16 @@ def _one_line_error(res, *fragments):
 def test_corrupt_checkpoint_is_refused(sim_file, tmp_path, content):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "checkpoint.pkl").write_bytes(content)
+    (run / "checkpoint.sktx").write_bytes(content)
     cmd = [sys.executable, "-m", "sktx", "train", "--data", str(sim_file), "--out", str(run)]
     res = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True, timeout=120)
-    _one_line_error(res, "checkpoint.pkl")
+    _one_line_error(res, "checkpoint.sktx")
 
 
 def test_wrong_object_in_checkpoint_is_refused(sim_file, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "checkpoint.pkl").write_bytes(pickle.dumps({"not": "an estimator"}))
+    (run / "checkpoint.sktx").write_bytes(pickle.dumps({"not": "an estimator"}))
     cmd = [sys.executable, "-m", "sktx", "train", "--data", str(sim_file), "--out", str(run)]
     res = subprocess.run([*cmd, "--resume", "--quiet"], capture_output=True, text=True, timeout=120)
-    _one_line_error(res, "checkpoint.pkl")
+    _one_line_error(res, "checkpoint.sktx")

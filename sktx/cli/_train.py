@@ -62,10 +62,13 @@ def _check_device(device: str) -> str:
 
 def _given(ctx: typer.Context) -> set[str]:
     """Options the user typed (or set in the environment), not defaults."""
-    from click.core import ParameterSource
-
-    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return {name for name in ctx.params if ctx.get_parameter_source(name) in typed}
+    # by name: typer ships its own copy of click, whose ParameterSource is another enum
+    typed = ("COMMANDLINE", "ENVIRONMENT")
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) in typed
+    }
 
 
 def _saved_config(out: Path) -> dict:

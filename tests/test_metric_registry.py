@@ -104,7 +104,8 @@ def test_builtin_metrics_keep_names_order_and_columns(real, noisy):
     assert list(perturbation_metrics(real, noisy).columns) == TABLE_COLUMNS
     sub = perturbation_metrics(real, noisy, metrics=["top_de_mse", "mae"])
     assert list(sub.columns) == ["perturbation", "mae", "top_de_mse"]
-    names = {"des", "pds", "neg_mae", "pearson_delta", "neg_top_de_mse", "vcc"}
+    # the registry's scorers, plus the 2025 VCC average and the 2026 cell-eval2 score
+    names = {"des", "pds", "neg_mae", "pearson_delta", "neg_top_de_mse", "vcc", "vcc2026"}
     with pytest.raises(ValueError, match="unknown scorer") as err:
         get_scorer("accuracy")
     assert str(sorted(names)) in str(err.value)

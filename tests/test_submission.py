@@ -136,17 +136,15 @@ def test_read_perturbations_and_gene_names(tmp_path):
 
 
 def test_cli_submit(h1, controls, files, tmp_path):
-    import pickle
-
     from typer.testing import CliRunner
 
     from sktx.cli import app
+    from sktx.cli._io import _MODEL_FILE, _save_model
 
     genes, perts = files
     run = tmp_path / "run"
     run.mkdir()
-    with open(run / "model.pkl", "wb") as fh:
-        pickle.dump(MeanBaseline(**KEYS).fit(h1), fh)
+    _save_model(MeanBaseline(**KEYS).fit(h1), run / _MODEL_FILE)  # what `sktx train` writes
     ctrl_path = tmp_path / "controls.h5ad"
     controls.write_h5ad(ctrl_path)
     out = tmp_path / "sub.h5ad"

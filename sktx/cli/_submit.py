@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 
 from sktx.cli._app import BadInput, Debug, Quiet, _echo, _examples, _guard, app
-from sktx.cli._io import _MODEL_FILE, _existing_file, _load_pickle
+from sktx.cli._io import _MODEL_FILE, _existing_file, _load_model
 
 
-def _load_model(model: Path):
-    """The fitted model of a run directory (or its model file), as ``sktx predict`` loads it."""
+def _model(model: Path):
+    """The fitted model of a run directory (or its model file), loaded as ``sktx predict`` does."""
     path = model / _MODEL_FILE if model.is_dir() else model
     if not path.exists():
         raise BadInput(f"--model: no fitted model at {str(path)!r}; train one with `sktx train`")
-    return _load_pickle(path)
+    return _load_model(path)
 
 
 def _perturbations(value: str):
@@ -43,7 +43,7 @@ def _perturbations(value: str):
 )
 @_guard
 def submit(
-    model: Annotated[Path, typer.Option("--model", help="Run directory (or its model.pkl).")],
+    model: Annotated[Path, typer.Option("--model", help="Run directory (or its model file).")],
     controls: Annotated[
         str, typer.Option("--controls", help="Control cells (.h5ad, raw counts) of each context.")
     ],
@@ -82,7 +82,7 @@ def submit(
 
     from sktx.submission import write_submission
 
-    estimator = _load_model(model)
+    estimator = _model(model)
     path = _existing_file(controls, "--controls")
     try:
         ctrl = ad.read_h5ad(path)

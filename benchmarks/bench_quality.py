@@ -313,12 +313,19 @@ def tables(store: dict) -> tuple[list[str], list[list], list[dict], dict]:
     return columns, rows, per_dataset, verdicts
 
 
+def _side(result: dict) -> str:
+    """For a tie: whether the model's mean is above or below the baseline's (or equal)."""
+    if abs(result["difference"]) <= 1e-9:
+        return " (equal)"
+    return " (better, within noise)" if result["difference"] > 0 else " (worse, within noise)"
+
+
 def statement(verdicts: dict) -> str:
     """Where the model wins, ties and loses, in plain words."""
     lines = []
     for key, word in (("win", "wins"), ("tie", "ties"), ("loss", "loses")):
         hits = [
-            f"{ds} {m.upper() if m != 'vcc' else 'VCC'}"
+            f"{ds} {m.upper() if m != 'vcc' else 'VCC'}" + (_side(r) if key == "tie" else "")
             for ds, v in verdicts.items()
             if isinstance(v, dict)
             for m, r in v.items()
@@ -328,14 +335,14 @@ def statement(verdicts: dict) -> str:
     gain = verdicts.get("mean_vcc_gain")
     if gain is not None:
         lines.append(
-            f"Training adds {gain:+.4f} VCC over the untrained start on average across datasets."
+            f"Training adds {gain:+.4f} VCC over the untrained start on average across datasets"
         )
     return ".\n".join(lines) + "."
 
 
-def write(store: dict, settings: dict) -> Path:
-    columns, rows, per_dataset, verdicts = tables(store)
-    notes = (
+def notes(settings: dict, verdicts: dict) -> str:
+    """The notes under the summary table: settings, rules, and the statement."""
+    return (
         "Per dataset: 5-fold `PerturbationSplit(shuffle=True, random_state=0)` over "
         "perturbations, the same folds for every model, mean ± std over folds; one prediction "
         "per fold and model, scored by sktx.metrics (cell-eval definitions: DES = overlap_at_N, "
@@ -345,7 +352,8 @@ def write(store: dict, settings: dict) -> Path:
         "controls). KNNBaseline: GO BP 2021 + Hallmark gene sets, defaults (n_neighbors=5, "
         "coexpression_weight=0.5, joint effects), not tuned. PerturbationRegressor: defaults "
         f"of this commit, GO BP 2021 as prior, max_epochs={settings['epochs'] or 'default'}, "
-        "CPU, 1 thread; '0 epochs' = its untrained start. A perturbation whose target the "
+        f"CPU, 1 thread, commit {settings.get('commit', 'unknown')}; '0 epochs' = its untrained "
+        "start. A perturbation whose target the "
         "model cannot embed is scored as its fallback predicts it (column 'fallback perts': "
         "how many, summed over folds). Summary: the model vs the best baseline on each metric "
         "(per metric the baseline with the best mean), paired over folds; win/loss when the "
@@ -353,12 +361,16 @@ def write(store: dict, settings: dict) -> Path:
         "data (Datlinger, simulator) may be looked at when choosing defaults; 'test' data are "
         "only measured.\n\n" + statement(verdicts)
     )
+
+
+def write(store: dict, settings: dict) -> Path:
+    columns, rows, per_dataset, verdicts = tables(store)
     return write_result(
         RESULT,
         title="Held-out quality: PerturbationRegressor vs fair baselines, every shared dataset",
         columns=columns,
         rows=rows,
-        notes=notes,
+        notes=notes(settings, verdicts),
         extra={"settings": settings, "datasets": store, "verdicts": verdicts}
         | {"tables": per_dataset, "peak_rss_gb": peak_rss_gb()},
     )
@@ -388,6 +400,25 @@ def update_doc(doc: Path = DOC) -> Path:
     return doc
 
 
+def _commit() -> str:
+    """The checked-out commit (``+dirty`` when sktx/ has uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "sktx"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
@@ -410,7 +441,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     store = load_store()
-    settings = {"folds": args.folds, "epochs": args.epochs}
+    settings = {"folds": args.folds, "epochs": args.epochs, "commit": _commit()}
     for ds in args.datasets:
         run([ds], args.models, folds=args.folds, epochs=args.epochs, store=store)
         path = write(store, settings)  # after every dataset: a crash keeps what is done

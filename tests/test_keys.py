@@ -110,3 +110,27 @@ def test_pipeline_reads_recorded_keys(recorded):
         ]
     ).fit(train)
     assert pipe.predict(query).n_obs == query.n_obs
+
+
+def test_cli_reads_the_recorded_keys(tmp_path):
+    import anndata as ad
+
+    from sktx.cli._io import _keys_for
+
+    adata = ad.AnnData(np.ones((4, 2), dtype=np.float32))
+    adata.obs["cond"] = ["ctl", "A", "ctl", "B"]
+    adata.obs["line"] = "K562"
+    adata.uns["sktx"] = {
+        "perturbation_key": "cond",
+        "control_label": "ctl",
+        "cell_type_key": "line",
+    }
+    path = tmp_path / "x.h5ad"
+    adata.write_h5ad(path)
+    keys = _keys_for(str(path), None, None, None)
+    assert (keys.perturbation_key, keys.control_label, keys.cell_type_key) == (
+        "cond",
+        "ctl",
+        "line",
+    )
+    assert _keys_for(str(path), None, "other", None).control_label == "other"  # a flag wins

@@ -51,6 +51,15 @@ def _detect_keys(path: str, pkey: str | None, ctrl: str | None, ctkey: str | Non
     try:
         obs = backed.obs
         found = []
+        # keys sktx recorded (load_h5ad, heldout.h5ad of a run) come first, then the columns
+        record = backed.uns.get("sktx")
+        if isinstance(record, dict):
+            given = {"perturbation_key": pkey, "control_label": ctrl, "cell_type_key": ctkey}
+            for name, value in given.items():
+                if value is None and isinstance(record.get(name), str):
+                    given[name] = record[name]
+                    found.append(f"--{name.replace('_', '-')} {record[name]}")
+            pkey, ctrl, ctkey = given.values()
         if pkey is None:
             pkey = next((k for k in _PERT_KEYS if k in obs.columns), None)
             if pkey not in (None, "target_gene"):

@@ -273,7 +273,7 @@ def _kill_saver_trials(tmp_path, n: int, seed: int) -> int:
 
 
 def test_kill_9_while_saving(tmp_path):
-    assert _kill_saver_trials(tmp_path, n=3, seed=0) >= 1
+    assert _kill_saver_trials(tmp_path, n=2, seed=0) >= 1
 
 
 @pytest.mark.slow
@@ -380,7 +380,7 @@ def test_crafted_pickle_model_does_not_run(tmp_path, sim):
         (run / name).write_bytes(pickle.dumps(Evil()))
     query = tmp_path / "query.h5ad"
     sim.write_h5ad(query)
-    for model in (run, run / "model.pkl"):
+    for model in (run,):  # model.pkl itself: tests/test_security.py, in-process
         res = subprocess.run(
             [sys.executable, "-m", "sktx", "predict", "--model", str(model), "--query", str(query),
              "--out", str(tmp_path / "pred.h5ad")],

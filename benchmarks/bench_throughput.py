@@ -1,12 +1,29 @@
-"""Training throughput (cells/s) and peak memory of PerturbationRegressor vs gene count.
+"""Training throughput of PerturbationRegressor and Arc State side by side, 500-18,080 genes.
 
-Simulated screens (``make_perturbseq``) at 500, 2,000, 5,000 and 18,080 genes;
-fp32 vs bf16, gradient checkpointing on vs off, sparse vs dense attention (dense
-only where G x G fits). Each configuration runs in its own subprocess so its
-peak RSS (``ru_maxrss``) is its own; tracemalloc does not see torch memory.
+Same cells, same machine, same run, interleaved (sktx, State, sktx, State ...):
 
-    python benchmarks/bench_throughput.py            # ~6-10 min on 2 shared cores
-    python benchmarks/bench_throughput.py --quick    # 500 and 2,000 genes only
+* Norman K562 (500 genes) and Datlinger Jurkat (2,000 genes) from ``../shared/data``;
+* simulated screens (``make_perturbseq``, 4,000 cells, 40 perturbations) at 5,000
+  and 18,080 genes.
+
+For each system and dataset a fresh subprocess trains a few steps of 8 sets of 64
+cells (torch threads = ``--threads``) and reports per-step wall times, FLOPs per
+step (``torch.utils.flop_counter.FlopCounterMode``, forward + backward + optimizer
+step of one step) and from them sets/s, cells/s, FLOPs per cell and the share of
+the machine's matmul peak (``torch.mm`` 4096 x 4096, fp32 and bf16, measured in the
+same run before, between and after the rounds).
+
+What a "cell" is differs: State runs every one of the 64 perturbed cells of a set
+through its transformer (one token per cell); sktx's network runs once per set on
+G gene tokens (the set mean), so its cells/s is sets/s x 64.
+
+State (arc-state, CC BY-NC-SA 4.0) is an external comparison only: the benchmark
+creates its own venv outside the repo (``--state-venv``, default
+``/work/state_venv``: ``python3 -m venv``; ``pip install torch==2.13.0 arc-state``)
+and runs ``benchmarks/_state_driver.py`` there in a subprocess. sktx never imports it.
+
+    python benchmarks/bench_throughput.py              # ~25-40 min on 2 shared cores
+    python benchmarks/bench_throughput.py --quick      # 500 and 2,000 genes, one round
 """
 
 from __future__ import annotations
@@ -22,184 +39,298 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from _common import write_result
+from _common import SHARED, write_result  # noqa: E402
 
-SEED_CELLS_PER_S = 100 * 3 / 326  # seed system: 100 cells x 3 epochs in 5 min 26 s
-SEED_RSS_GB = 0.12
-STATE_CELLS_PER_S_500 = 1480  # Arc State, quoted in issue 4 (measured on this machine)
-N_CELLS = 4000
-EPOCHS = 4
-
-# (genes, precision, checkpointing, attention)
-CONFIGS = [
-    (500, "32", False, "sparse"),
-    (500, "bf16", False, "sparse"),
-    (500, "32", True, "sparse"),
-    (500, "32", False, "dense"),
-    (2000, "32", False, "sparse"),
-    (2000, "bf16", False, "sparse"),
-    (2000, "32", True, "sparse"),
-    (2000, "32", False, "dense"),
-    (5000, "32", False, "sparse"),
-    (5000, "32", True, "sparse"),
-    (18080, "32", False, "sparse"),
-    (18080, "32", True, "sparse"),
+SET_SIZE, BATCH = 64, 8
+N_SIM_CELLS, N_SIM_PERTS = 4000, 40
+# (name, genes, source): source is a shared file + prepare() keys, or "sim"
+DATASETS = [
+    (
+        "Norman K562 (shared)",
+        500,
+        ("norman2019_mcfaline2023_devel.h5ad", "perturbation", "control", "cell_type"),
+    ),
+    (
+        "Datlinger Jurkat (shared)",
+        2000,
+        ("datlinger2017_jurkat.h5ad", "target_gene", "control", None),
+    ),
+    ("simulated", 5000, "sim"),
+    ("simulated", 18080, "sim"),
 ]
 
 
-def worker(path: str, precision: str, ckpt: bool, attention: str, n_jobs: int) -> dict:
+# --------------------------------------------------------------------------- workers
+def sktx_worker(path: str, keys: dict, threads: int) -> dict:
+    """One epoch of PerturbationRegressor.fit; per-step times from a callback."""
     import anndata as ad
+    from skorch.callbacks import Callback
+    from torch.utils.flop_counter import FlopCounterMode
 
     from sktx.regressor import PerturbationRegressor
 
+    class StepTimer(Callback):
+        # on_batch_end to on_batch_end: a step including the set batch's assembly
+        def initialize(self):
+            self.ends, self.flops, self._fc, self._n = [], None, None, 0
+            return self
+
+        def on_batch_begin(self, net, batch=None, training=None, **kw):
+            if training and self._n == 1:  # FLOPs of the second step (first one warms up)
+                self._fc = FlopCounterMode(display=False)
+                self._fc.__enter__()
+
+        def on_batch_end(self, net, batch=None, training=None, **kw):
+            if not training:
+                return
+            if self._fc is not None:
+                self._fc.__exit__(None, None, None)
+                self.flops, self._fc = self._fc.get_total_flops(), None
+            self.ends.append((time.perf_counter(), self._n))
+            self._n += 1
+
+    timer = StepTimer()
     adata = ad.read_h5ad(path)
     model = PerturbationRegressor(
-        max_epochs=EPOCHS,
-        precision=precision,
-        gradient_checkpointing=ckpt,
-        attention=attention,
+        **keys,
+        max_epochs=1,
         validation_fraction=0.0,
-        n_jobs=n_jobs,
+        crossfit=0,  # the training step's speed is measured, not the out-of-fold fits
+        n_jobs=threads,
         random_state=0,
+        callbacks=[("step_timer", timer)],
+        callbacks__progress=None,
     )
     start = time.perf_counter()
     model.fit(adata)
     wall = time.perf_counter() - start
-    rates = model.history_[:, "cells_per_s"]
-    train_s = sum(model.history_[:, "dur"])
+    ends = [t for t, _ in timer.ends]
+    # steps 0 (warm-up) and 1 (FLOP counting) are excluded: intervals from step 2 on
+    steps = list(np.diff(ends)[1:])
+    sets = model.history_[-1, "batches", :, "train_batch_size"]
+    cells = model.history_[-1, "batches", :, "n_cells"]
     return {
-        # first epoch includes one-off allocations; report the steady state, and the best
-        # epoch (the 2 cores are shared: other jobs' load only ever slows an epoch down)
-        "cells_per_s": float(np.median(rates[1:])),
-        "cells_per_s_best": float(np.max(rates[1:])),
-        "setup_s": wall - train_s,
-        "peak_rss_gb": float(model.history_[-1, "peak_rss_gb"]),
-        "train_loss": float(model.history_[-1, "train_loss"]),
+        "step_s": steps,
+        "flops_per_step": timer.flops,
+        "sets_per_step": float(np.mean(sets[2:])),
+        "cells_per_step": float(np.mean(cells[2:])),
+        "counted_cells_per_step": float(np.mean(sets[2:])) * SET_SIZE,
+        "n_steps": len(ends),
+        "fit_wall_s": wall,
+        "n_params": sum(p.numel() for p in model.module_.parameters()),
+        "precision": model.precision_,
     }
 
 
-def simulate(genes: int, folder: Path) -> str:
-    from sktx.datasets import make_perturbseq
+def peak_worker(threads: int, bf16: bool) -> dict:
+    """GFLOP/s of torch.mm 4096 x 4096: median of 3 in fp32; one run in bf16.
 
-    path = folder / f"sim_{genes}.h5ad"
-    if not path.exists():
-        adata = make_perturbseq(n_cells=N_CELLS, n_genes=genes, n_perturbations=20, random_state=0)
-        del adata.uns["simulation"]  # ground truth is not needed; too large for an h5 header
-        adata.write_h5ad(path)
-    return str(path)
+    bf16 gets a single timed run: without native bf16 (AVX2) one product takes
+    about a minute on this machine.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype, reps in (("fp32", torch.float32, 3), ("bf16", torch.bfloat16, 1)):
+        if name == "bf16" and not bf16:
+            continue
+        torch.mm(torch.ones(256, 256, dtype=dtype), torch.ones(256, 256, dtype=dtype))
+        a = torch.randn(4096, 4096).to(dtype)
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, a)
+            ts.append(time.perf_counter() - t)
+        out[name] = 2 * 4096**3 / float(np.median(ts)) / 1e9
+    return out
 
 
-def run(path, precision, ckpt, attention, n_jobs, timeout=600) -> dict:
-    cmd = [sys.executable, __file__, "--worker", path, precision, str(int(ckpt)), attention]
-    cmd += ["--threads", str(n_jobs)]
+# --------------------------------------------------------------------------- driver
+def _run(cmd: list[str], timeout: float = 1800) -> dict:
     load = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1][:200]}
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load_avg_1min": load}
+
+
+def ensure_state_venv(venv: Path) -> Path:
+    """State's own venv outside the repo (torch pinned to the project's 2.13.0)."""
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "pip"), "install", "torch==2.13.0", "arc-state"]
+        subprocess.run(pip, check=True)
+    return py
+
+
+def prepare_inputs(folder: Path, genes: int, source) -> tuple[str, dict, str]:
+    """An h5ad for sktx and an npz (log1p matrix, integer labels) for State; same cells."""
+    import anndata as ad
+
+    import sktx
+
+    if source == "sim":
+        from sktx.datasets import make_perturbseq
+
+        adata = make_perturbseq(
+            n_cells=N_SIM_CELLS, n_genes=genes, n_perturbations=N_SIM_PERTS, random_state=0
+        )
+        adata.uns.pop("simulation", None)  # ground truth: too large for an h5 header
+        keys = {"perturbation_key": "target_gene", "control_label": "non-targeting"}
+        keys["cell_type_key"] = None  # one cell type: make_perturbseq writes no column
+        path = folder / f"sim_{genes}.h5ad"
+        adata.write_h5ad(path)
+    else:
+        fname, pkey, ctrl, ckey = source
+        path = SHARED / "data" / fname  # read at run time, never copied
+        adata = ad.read_h5ad(path)
+        keys = {"perturbation_key": pkey, "control_label": ctrl, "cell_type_key": ckey}
+    data = sktx.prepare(adata, **keys)
+    X = data.X.toarray() if hasattr(data.X, "toarray") else np.asarray(data.X)
+    labels = np.asarray(data.labels).astype(str)
+    uniq = np.unique(labels)
+    cts = np.unique(np.asarray(data.cell_types).astype(str), return_inverse=True)[1]
+    npz = folder / f"state_{genes}.npz"
+    np.savez(
+        npz,
+        X=X.astype(np.float32),
+        label=np.searchsorted(uniq, labels),
+        ct=cts,
+        control=int(np.searchsorted(uniq, data.control_label)),
+    )
+    return str(path), keys, str(npz)
+
+
+def summarise(res: dict, peak_fp32: float) -> dict:
+    step = float(np.median(res["step_s"]))
+    cells = res.get("counted_cells_per_step", res["cells_per_step"])
+    return {
+        "sets_per_s": res["sets_per_step"] / step,
+        "cells_per_s": cells / step,
+        "mflop_per_cell": res["flops_per_step"] / cells / 1e6,
+        "gflop_per_s": res["flops_per_step"] / step / 1e9,
+        "share_of_fp32_peak": res["flops_per_step"] / step / 1e9 / peak_fp32,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", nargs=4, metavar=("PATH", "PREC", "CKPT", "ATTN"))
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sktx-worker", nargs=2, metavar=("H5AD", "KEYS_JSON"))
+    parser.add_argument("--peak-worker", choices=["fp32", "both"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--state-venv", default="/work/state_venv")
+    parser.add_argument("--state-steps", type=int, default=6)
     args = parser.parse_args()
-    if args.worker:
-        path, prec, ckpt, attn = args.worker
-        print(json.dumps(worker(path, prec, ckpt == "1", attn, args.threads)))
+    if args.sktx_worker:
+        path, keys = args.sktx_worker
+        print(json.dumps(sktx_worker(path, json.loads(keys), args.threads), default=float))
+        return
+    if args.peak_worker:
+        print(json.dumps(peak_worker(args.threads, args.peak_worker == "both")))
         return
 
-    configs = [c for c in CONFIGS if not args.quick or c[0] <= 2000]
-    rows, raw = [], []
+    state_py = ensure_state_venv(Path(args.state_venv))
+    datasets = [d for d in DATASETS if not args.quick or d[1] <= 2000]
+    rounds = 1 if args.quick else args.rounds
+    me = [sys.executable, __file__, "--threads", str(args.threads)]
+    peaks = [_run([*me, "--peak-worker", "both"])]
+    print("peak", peaks[-1], flush=True)
+    raw: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for genes, prec, ckpt, attn in configs:
-            path = simulate(genes, Path(tmp))
-            res = run(path, prec, ckpt, attn, args.threads)
-            raw.append({"genes": genes, "precision": prec, "checkpointing": ckpt, **res})
-            raw[-1]["attention"] = attn
-            if "error" in res:
-                row = [genes, prec, "on" if ckpt else "off", attn, "-", "-", "-", "-", "-"]
-                row.append(res["error"])
-            else:
-                row = [
-                    genes,
-                    prec,
-                    "on" if ckpt else "off",
-                    attn,
-                    round(res["cells_per_s"]),
-                    round(res["cells_per_s_best"]),
-                    round(res["peak_rss_gb"], 2),
-                    round(res["setup_s"], 1),
-                    round(res["load_avg_1min"], 1),
-                    "",
-                ]
-            rows.append(row)
-            print(row, flush=True)
+        inputs = {g: prepare_inputs(Path(tmp), g, src) for _, g, src in datasets}
+        for r in range(rounds):
+            for _name, genes, _ in datasets:
+                path, keys, npz = inputs[genes]
+                sk = [*me, "--sktx-worker", path, json.dumps(keys)]
+                st = [str(state_py), str(HERE / "_state_driver.py"), npz]
+                st += ["--threads", str(args.threads), "--steps", str(args.state_steps)]
+                st += ["--batch", str(BATCH), "--set-size", str(SET_SIZE)]
+                order = [("sktx", sk), ("state", st)]
+                for system, cmd in order if r % 2 == 0 else order[::-1]:
+                    res = _run(cmd)
+                    raw.setdefault(f"{genes}/{system}", []).append(res)
+                    brief = {k: v for k, v in res.items() if k not in ("step_s", "step_cpu_s")}
+                    print(genes, system, r, brief, flush=True)
+            last = r == rounds - 1
+            peaks.append(_run([*me, "--peak-worker", "both" if last else "fp32"]))
+            print("peak", peaks[-1], flush=True)
 
-    def pick(genes, prec="32", ckpt=False, attn="sparse"):
-        for r in raw:
-            if (r["genes"], r["precision"], r["checkpointing"], r["attention"]) == (
-                genes,
-                prec,
-                ckpt,
-                attn,
-            ) and "error" not in r:
-                return r
-        return None
-
-    extra: dict = {"n_cells": N_CELLS, "epochs": EPOCHS, "threads": args.threads, "raw": raw}
-    for ckpt in (False, True):
-        pts = [(g, pick(g, ckpt=ckpt)) for g in (500, 2000, 5000, 18080)]
-        pts = [(g, r["peak_rss_gb"]) for g, r in pts if r is not None]
-        if len(pts) >= 2:
-            g, m = np.array(pts).T
-            slope, icpt = np.polyfit(g, m, 1)
-            key = "checkpointing" if ckpt else "no_checkpointing"
-            extra[f"rss_slope_gb_per_1000_genes_{key}"] = round(float(slope) * 1000, 4)
-            extra[f"rss_intercept_gb_{key}"] = round(float(icpt), 3)
-    base = pick(500)
-    if base:
-        for key in ("cells_per_s", "cells_per_s_best"):
-            extra[f"ratio_to_seed_at_500_genes_{key}"] = round(base[key] / SEED_CELLS_PER_S, 1)
-            extra[f"ratio_to_state_at_500_genes_{key}"] = round(
-                base[key] / STATE_CELLS_PER_S_500, 2
-            )
+    ok = [p for p in peaks if "error" not in p]
+    peak32 = float(np.median([p["fp32"] for p in ok]))
+    peak16 = float(np.median([p["bf16"] for p in ok if "bf16" in p]))
+    rows = []
+    for name, genes, _ in datasets:
+        row = [name, genes]
+        s = {}
+        for system in ("sktx", "state"):
+            runs = [x for x in raw[f"{genes}/{system}"] if "error" not in x]
+            if not runs:
+                s[system] = None
+                row += ["error"] * 4
+                continue
+            # every round's steps pooled: the median over all measured steps
+            pooled = {**runs[0], "step_s": [t for x in runs for t in x["step_s"]]}
+            s[system] = summarise(pooled, peak32)
+            row += [
+                round(s[system]["sets_per_s"], 2),
+                round(s[system]["cells_per_s"]),
+                round(s[system]["mflop_per_cell"], 1),
+                f"{100 * s[system]['share_of_fp32_peak']:.0f} %",
+            ]
+        ratio = s["sktx"]["cells_per_s"] / s["state"]["cells_per_s"] if all(s.values()) else None
+        row.append(f"{ratio:.2f}x" if ratio else "-")
+        rows.append(row)
+        print(row, flush=True)
     notes = (
-        f"Simulated screens (`make_perturbseq`, {N_CELLS} cells, 20 perturbations + 5 "
-        f"combinations), default model (d_model=64, 2 layers, 4 heads, K=16 neighbours, sets of "
-        f"64 cells, 8 sets per step), {EPOCHS} epochs, torch threads = {args.threads} (the 2 "
-        "cores are shared with other jobs; with 2 threads under contention throughput was "
-        "measured to drop up to 10x; `load avg` is the machine's 1-minute load when the row "
-        "started). cells/s = perturbed training cells per second, median and best of epochs "
-        "2-4 (setup = PCA, graph, baselines; excluded, column `setup s`). Peak RSS = "
-        "`ru_maxrss` of a fresh subprocess per row (includes Python + torch, ~0.35 GB). "
-        "Seed system: ~0.92 cells/s at 500 genes, 0.12 GB; Arc State: ~1,480 cells/s at 500 "
-        "genes, 0.95 GB (quoted, same machine, not re-run here). Memory slope: linear fit of "
-        "peak RSS over gene counts, see `extra`."
+        f"Interleaved in one run ({rounds} round(s), order alternating), torch threads = "
+        f"{args.threads} on 2 cores shared with other jobs (1-min load average when each "
+        "subprocess started is in `extra.raw`). Matmul peak of this run (torch.mm 4096^2, "
+        f"median of {len(ok)} measurements spread over the run): fp32 {peak32:.0f} GFLOP/s, "
+        f"bf16 {peak16:.0f} GFLOP/s; '% peak' = FLOPs per step / median step time / fp32 "
+        "peak. FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one training step "
+        "(forward, backward, optimizer; sparse CSR kernels are not counted, they are <1 % "
+        "of sktx's FLOPs). "
+        f"sktx: PerturbationRegressor defaults (d_model 64, 2 layers, 4 heads, K=16 "
+        f"neighbours, sets of {SET_SIZE}, {BATCH} sets per step, precision 'auto'), one "
+        "epoch of `fit` (crossfit=0, validation_fraction=0), steps from the third on "
+        "(steps include assembling the batch). "
+        "A sktx 'cell' = one of the 64 cells of a set (cells/s = sets/s x 64): the network "
+        "runs once per set mean on G gene tokens. "
+        f"State: arc-state 0.11.1 StateTransitionPerturbationModel, llama backbone, hidden "
+        f"256, 4 layers, 4 heads, sets of {SET_SIZE}, {BATCH} sets per step, energy loss, "
+        "Adam, fp32, one-hot perturbations, random control pairing, "
+        f"{args.state_steps} timed steps after 2 warm-up steps. A State 'cell' = one "
+        "perturbed cell = one transformer token. Simulated data: `make_perturbseq`, "
+        f"{N_SIM_CELLS} cells, {N_SIM_PERTS} perturbations. Time to reach a given "
+        "validation loss was not measured (see docs/performance.md)."
     )
     path = write_result(
         "throughput",
-        title="PerturbationRegressor training throughput and peak memory vs genes",
+        title="Training throughput: sktx and Arc State side by side, 500-18,080 genes",
         columns=[
+            "data",
             "genes",
-            "precision",
-            "checkpointing",
-            "attention",
-            "cells/s (median)",
-            "cells/s (best epoch)",
-            "peak RSS GB",
-            "setup s",
-            "load avg",
-            "error",
+            "sktx sets/s",
+            "sktx cells/s",
+            "sktx MFLOP/cell",
+            "sktx % peak",
+            "State sets/s",
+            "State cells/s",
+            "State MFLOP/cell",
+            "State % peak",
+            "sktx/State cells/s",
         ],
         rows=rows,
         notes=notes,
-        extra=extra,
+        extra={"peaks_gflops": peaks, "raw": raw, "threads": args.threads},
     )
-    print(json.dumps({k: v for k, v in extra.items() if k != "raw"}, indent=1))
     print(f"wrote {path}")
 
 

@@ -1,11 +1,14 @@
 """Render every ``benchmarks/results/*.json`` into ``docs/performance.md``.
 
 Run ``make perf-doc`` (or ``python benchmarks/render_performance.py``) after a benchmark.
+``python benchmarks/render_performance.py throughput vcc_scale`` rewrites only those
+results' sections in place (found by their ``Source:`` line; appended if new).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +69,22 @@ def render() -> str:
     return "\n".join(parts) + "\n"
 
 
+def replace_sections(text: str, names: list[str]) -> str:
+    """``text`` with the sections of results ``names`` re-rendered (appended if new)."""
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        new = "\n".join(section(path)).rstrip("\n") + "\n"
+        at = text.find(f"Source: `benchmarks/results/{path.name}`.")
+        if at < 0:
+            text = text.rstrip("\n") + "\n" + new
+            continue
+        start = text.rfind("\n## ", 0, at)
+        end = text.find("\n## ", at)
+        text = text[:start] + new + (text[end:] if end >= 0 else "")
+    return text
+
+
 if __name__ == "__main__":
-    OUT.write_text(render())
+    names = sys.argv[1:]
+    OUT.write_text(replace_sections(OUT.read_text(), names) if names else render())
     print(f"wrote {OUT}")

@@ -38,6 +38,7 @@ _LAZY = {
     "AdditiveBaseline": "sktx.baselines",
     "LinearBaseline": "sktx.baselines",
     "AcceleratedPerturbationRegressor": "sktx.accelerate",
+    "UnseenContextWarning": "sktx.context",
     "write_submission": "sktx.submission",
 }
 
@@ -47,6 +48,7 @@ _SUBMODULES = (
     "baselines",
     "callbacks",
     "cli",
+    "context",
     "data",
     "datasets",
     "genesets",

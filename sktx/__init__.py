@@ -37,6 +37,7 @@ _LAZY = {
     "MeanBaseline": "sktx.baselines",
     "AdditiveBaseline": "sktx.baselines",
     "LinearBaseline": "sktx.baselines",
+    "KNNBaseline": "sktx.baselines",
     "AcceleratedPerturbationRegressor": "sktx.accelerate",
     "UnseenContextWarning": "sktx.context",
     "write_submission": "sktx.submission",

@@ -11,8 +11,8 @@ import torch
 
 from sktx._counts import prediction_output
 from sktx._scoring import SCORE_DOC, delta_mse_score
-from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
 from sktx.context import warn_unseen
+from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
 from sktx.nn import predict_cells
 from sktx.regressor._context import ACTION, context_means, transfer, unseen_contexts
 from sktx.regressor._training import _threads
@@ -132,9 +132,7 @@ class PredictMixin:
         )
         result.uns["log1p"] = {"base": None}
         seed = self.random_state if random_state is None else random_state
-        return prediction_output(
-            result, X, output=output, all_genes=all_genes, random_state=seed
-        )
+        return prediction_output(result, X, output=output, all_genes=all_genes, random_state=seed)
 
     def predict_deltas(self, adata) -> pd.DataFrame:
         """Predicted pseudobulk delta per perturbation group, vs the control mean it starts from.

@@ -92,6 +92,12 @@ def _demo(src: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def as_table(result: dict) -> dict:
     """``result`` with the fields render_performance.py reads (title, columns, rows)."""
     import datetime as dt
@@ -110,8 +116,11 @@ def as_table(result: dict) -> dict:
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "torch": _torch_version(),
+            "torch_threads": "default",
         },
-        "command": "python benchmarks/bench_redesign.py",
+        "command": "python benchmarks/bench_redesign.py"
+        + ("" if "demo_s" in after else " --no-demo"),
         "columns": ["", f"before ({before['commit']})", f"after ({after['commit']})"],
         "rows": rows,
         "notes": (

@@ -117,7 +117,7 @@ def test_unseen_targets_and_combinations(sim):
     train = sim[(sim.obs["target_gene"] != held_out).to_numpy()].copy()
     # a prior that covers a gene outside the panel
     sets = {"s1": ["G00004", "OUTSIDE1", "G00010"], "s2": ["OUTSIDE1", "G00011"]}
-    model = small(gene_sets=sets).fit(train)
+    model = small(gene_sets=sets, on_unknown_target="error").fit(train)
     for label in (held_out, "G00004+G00001", "OUTSIDE1", "OUTSIDE1+G00002"):
         out = model.predict(query_for(sim, label))
         assert np.isfinite(out.X).all() and out.X.min() >= 0, label

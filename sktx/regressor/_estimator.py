@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.utils import RegressorTags, check_random_state
 from skorch import NeuralNet
 
+from sktx._params import Integer, Options, Real, check_params
 from sktx.data import DataContractError, SetSampler, prepare
 from sktx.nn import GeneTokenModel, SetLoss, cpu_autocast_precision
 from sktx.regressor._crossfit import CrossfitMixin, crossfit_folds
@@ -22,6 +24,22 @@ from sktx.regressor._training import TrainingMixin, _EarlyStopping, _Sets, _thre
 __all__ = ["PerturbationRegressor"]
 
 _PRECISIONS = ("auto", "32", "bf16", "16")
+
+
+_POSITIVE = ("d_model", "n_layers", "n_heads", "n_neighbors", "set_size", "batch_size")
+_CONSTRAINTS = {
+    **{name: Integer(low=1) for name in (*_POSITIVE, "n_iter_no_change")},
+    "crossfit": Integer(low=0),
+    # a negative count used to train for zero epochs silently
+    "max_epochs": Integer(low=0),
+    "attention": Options("sparse", "dense"),
+    "validation_fraction": Real(0, 1, closed="left"),
+    "residual_shrinkage": Options("global", "gene"),
+    "basal": Options("fitted", "query"),
+    "early_stopping": Options(True, False, "auto"),
+    "on_unknown_target": Options("error", "warn"),
+    "distributional_loss": Real(low=0),
+}
 
 
 class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMixin, NeuralNet):
@@ -186,6 +204,8 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
     True
     """
 
+    _constraints: ClassVar[dict] = _CONSTRAINTS
+
     def __init__(
         self,
         module=GeneTokenModel,
@@ -345,41 +365,11 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         return cpu_autocast_precision() if dev == "cpu" else "32"
 
     def _check_params(self):
-        names = ("d_model", "n_layers", "n_heads", "n_neighbors", "set_size", "batch_size")
-        for name in (*names, "n_iter_no_change", "crossfit"):
-            value = getattr(self, name)
-            low = 0 if name == "crossfit" else 1
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                kind = "a non-negative" if low == 0 else "a positive"
-                raise ValueError(f"`{name}` must be {kind} integer, got {value!r}.")
-        epochs = self.max_epochs
-        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-            # a negative count used to train for zero epochs silently
-            raise ValueError(f"`max_epochs` must be a non-negative integer, got {epochs!r}.")
-        if self.attention not in ("sparse", "dense"):
-            raise ValueError(f"`attention` must be 'sparse' or 'dense', got {self.attention!r}.")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
-                f"`validation_fraction` must be in [0, 1), got {self.validation_fraction!r}."
-            )
-        if self.residual_shrinkage not in ("global", "gene"):
-            raise ValueError(
-                f"`residual_shrinkage` must be 'global' or 'gene', got {self.residual_shrinkage!r}."
-            )
-        if self.basal not in ("fitted", "query"):
-            raise ValueError(f"`basal` must be 'fitted' or 'query', got {self.basal!r}.")
-        if self.early_stopping not in (True, False, "auto"):
-            raise ValueError(
-                f"`early_stopping` must be True, False or 'auto', got {self.early_stopping!r}."
-            )
+        check_params(self)  # one value at a time (_CONSTRAINTS); combinations below
         if self.early_stopping is True and self.validation_fraction == 0 and self.crossfit < 2:
             raise ValueError(
                 "`early_stopping=True` needs held-out perturbations: set `crossfit` >= 2, "
                 "`validation_fraction` > 0 (e.g. 0.1) or `early_stopping='auto'`."
-            )
-        if self.on_unknown_target not in ("error", "warn"):
-            raise ValueError(
-                f"`on_unknown_target` must be 'error' or 'warn', got {self.on_unknown_target!r}."
             )
         cores = os.cpu_count() or 1
         jobs = self.n_jobs
@@ -389,8 +379,6 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
                 f"`n_jobs`={jobs} is more than the {cores} CPU cores of this machine; use "
                 f"`n_jobs=-1` (all cores) or at most {cores}."
             )
-        if self.distributional_loss < 0:
-            raise ValueError("`distributional_loss` must be >= 0.")
         self._resolve_precision()
 
     def _prepare(self, X, *, require_control: bool):

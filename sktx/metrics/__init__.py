@@ -19,6 +19,7 @@ from sktx.metrics._registry import (
     unregister_metric,
 )
 from sktx.metrics._scorers import (
+    FallbackWarning,
     PerturbationScorer,
     des_scorer,
     get_scorer,
@@ -48,6 +49,7 @@ from sktx.metrics._vcc2026 import (
 __all__ = [
     "METRICS",
     "VCC2026_METRICS",
+    "FallbackWarning",
     "Metric",
     "MetricContext",
     "PerturbationScorer",

@@ -253,9 +253,7 @@ class PerturbationScorer:
     def __call__(self, estimator, X, y=None) -> float:
         real, pred, keys = self._real_and_pred(estimator, X)
         if self.metric == "vcc":
-            base = build_mean_baseline(real, **keys)
-            # `real` is read with canonical labels ("A+B", targets sorted); so is its baseline
-            base.obs[keys["perturbation_key"]] = real.labels
+            base = build_mean_baseline(real, **keys)  # canonical labels, as `real`
             value = vcc_score(real, pred, baseline=base, **keys)
         else:
             ref = Reference(real, **keys)

@@ -119,8 +119,9 @@ def build_mean_baseline(
 
     Parameters
     ----------
-    real : AnnData
-        Log1p expression with control cells.
+    real : AnnData or PerturbationData
+        Log1p expression with control cells (a PerturbationData gives its
+        canonical labels to the baseline's ``obs[perturbation_key]``).
     perturbation_key, control_label, cell_type_key
         As in :func:`perturbation_metrics`.
 
@@ -157,7 +158,12 @@ def build_mean_baseline(
         is_ctrl = labels[rows] == control_label
         out[rows[~is_ctrl]] = profile
         out[rows[is_ctrl]] = _dense(X, rows[is_ctrl])
-    return ad.AnnData(out, obs=real.obs.copy(), var=real.var.copy())
+    obs = real.obs.copy()
+    if hasattr(real, "labels"):
+        # a PerturbationData: its canonical labels, as every reader of the baseline expects
+        # (the obs column keeps the spelling of the file, e.g. "SET+KLF1" for "KLF1+SET")
+        obs[perturbation_key] = pd.Categorical(labels)
+    return ad.AnnData(out, obs=obs, var=real.var.copy())
 
 
 def vcc_metrics() -> list[Metric]:

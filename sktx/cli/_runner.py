@@ -6,6 +6,8 @@ load -> subsample -> split by perturbation -> fit -> baselines -> evaluate -> ru
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import re
 import time
@@ -208,7 +210,10 @@ def _evaluate(cfg: TrainConfig, estimator, train, test, quiet: bool) -> tuple[di
     # the 2026 table beside it whenever the data hold raw counts (cell-eval2)
     from sktx.report._vcc2026 import vcc2026_scores
 
-    scores["vcc2026"], note = vcc2026_scores(test, query, preds, keys, cfg.seed)
+    # cell-eval2's DE engine (pdex) draws tqdm bars on stderr that cannot be switched off
+    quiet_ctx = contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext()
+    with quiet_ctx:
+        scores["vcc2026"], note = vcc2026_scores(test, query, preds, keys, cfg.seed)
     notes += [note] if note else []
     scores["scored_perturbations"] = sorted(set(test.labels[~test.is_control].tolist()))
     return scores, notes

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
 
+from sktx._params import Integer, check_value
 from sktx.data import (
     DataContractError,
     PerturbationData,
@@ -121,8 +122,7 @@ class PerturbationSplit(BaseCrossValidator):
         return canonical_obs_labels(X, key=key, control_label=keys["control_label"]), keys
 
     def _folds(self, labels: np.ndarray, keys: dict) -> list[np.ndarray]:
-        if not isinstance(self.n_splits, (int, np.integer)) or self.n_splits < 2:
-            raise ValueError(f"`n_splits` must be an integer >= 2, got {self.n_splits!r}.")
+        check_value("n_splits", self.n_splits, Integer(low=2))
         ctrl = keys["control_label"]
         perts = np.array(sorted(set(labels.tolist()) - {ctrl}), dtype=object)
         if not (labels == ctrl).any():

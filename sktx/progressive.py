@@ -15,6 +15,8 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from sktx._params import Integer, check_value
+
 __all__ = ["ProgressiveFit"]
 
 
@@ -273,8 +275,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         epochs = self.epochs_per_phase
         if epochs is None:
             return None
-        if not isinstance(self.phase_patience, numbers.Integral) or self.phase_patience < 1:
-            raise ValueError(f"`phase_patience` must be >= 1, got {self.phase_patience!r}.")
+        check_value("phase_patience", self.phase_patience, Integer(low=1))
         if isinstance(epochs, str) and epochs == "auto":
             # the last phase keeps the estimator's own epochs and early stopping
             return ["auto"] * (n_phases - 1) + [None]

@@ -7,14 +7,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from skorch.callbacks import Callback
 
 from sktx.cli._app import BadInput, Strategy, _echo
 from sktx.cli._io import _CHECKPOINT_FILE, _load_model_file, _save_model
 from sktx.cli._rundir import check_resume, finish_before_exit
+from sktx.pl._history import final_net as _final_net
 
 if TYPE_CHECKING:
     from sktx.cli._runner import TrainConfig
@@ -116,41 +115,11 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
     )
 
 
-def _final_net(estimator):
-    """The skorch net inside a Pipeline / ProgressiveFit (or the estimator itself)."""
-    est = getattr(estimator, "estimator_", estimator)
-    if hasattr(est, "steps"):
-        est = est.steps[-1][1]
-    return est
-
-
 def _selector(estimator):
     est = getattr(estimator, "estimator_", estimator)
     if hasattr(est, "steps"):
         return est.steps[0][1]
     return None
-
-
-def _history(estimator) -> pd.DataFrame | None:
-    from sktx.report import history_frame, phase_history_frame
-
-    net = _final_net(estimator)
-    phases = getattr(estimator, "phase_history_", None)
-    if phases:
-        # The same net is warm-started through the phases: its history holds every epoch
-        # with throughput and memory; the phase records say which epochs belong where.
-        epochs = [int(p.get("epochs", 0)) for p in phases]
-        if getattr(net, "history", None) is not None and len(net.history) == sum(epochs):
-            frame = history_frame(net)
-            frame["phase"] = np.repeat(np.arange(1, len(phases) + 1), epochs)
-            frame["n_genes"] = np.repeat([p.get("n_genes") for p in phases], epochs)
-            return frame
-        return phase_history_frame(phases)
-    if getattr(net, "history", None) is None:
-        return None
-    sel = _selector(estimator)
-    n_genes = len(getattr(sel, "selected_genes_", [])) or None
-    return history_frame(net, n_genes=n_genes)
 
 
 class _Interrupt:

@@ -23,7 +23,7 @@ import typer
 from sktx._atomic import write_text
 from sktx.cli._app import BadInput, Strategy, _echo
 from sktx.cli._checks import check_demo_memory, check_run_data
-from sktx.cli._estimator import _fit, _history, _make, _phase_plan, _selector
+from sktx.cli._estimator import _fit, _make, _phase_plan, _selector
 from sktx.cli._io import (
     _CHECKPOINT_FILE,
     _DEMO_CELLS,
@@ -38,6 +38,7 @@ from sktx.cli._io import (
     _summary,
 )
 from sktx.cli._rundir import RunLock, claim_run_dir, data_fingerprint, finish_before_exit
+from sktx.pl._history import training_history as _history
 
 
 @dataclass

@@ -9,7 +9,7 @@ once per version, interleaved, in fresh processes.
 
 Usage::
 
-    python benchmarks/bench_redesign.py [--before 83552ea] [--no-demo]
+    python benchmarks/bench_redesign.py [--before 83552ea] [--after REV] [--no-demo]
 
 Writes ``benchmarks/results/redesign.json``.
 """
@@ -120,6 +120,7 @@ def as_table(result: dict) -> dict:
             "torch_threads": "default",
         },
         "command": "python benchmarks/bench_redesign.py"
+        + ("" if after["commit"] == "working tree" else f" --after {after['commit']}")
         + ("" if "demo_s" in after else " --no-demo"),
         "columns": ["", f"before ({before['commit']})", f"after ({after['commit']})"],
         "rows": rows,
@@ -139,32 +140,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default="83552ea", help="commit to compare with")
     ap.add_argument("--no-demo", action="store_true", help="skip the demo timing")
+    ap.add_argument("--after", default=None, help="commit to compare (default: this working tree)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sktx_redesign_"))
-    base = tmp / "before"
-    subprocess.run(
-        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.before],
-        check=True,
-        capture_output=True,
-    )
+    base, after = tmp / "before", ROOT
+    trees = [(base, args.before)]
+    if args.after:
+        after = tmp / "after"
+        trees.append((after, args.after))
+    for path, rev in trees:
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+            check=True,
+            capture_output=True,
+        )
     try:
         result = {
             "command": "sktx " + " ".join(TRAIN),
             "before": {"commit": args.before, "counts": _count(base, tmp / "b_train")},
-            "after": {"commit": "working tree", "counts": _count(ROOT, tmp / "a_train")},
+            "after": {
+                "commit": args.after or "working tree",
+                "counts": _count(after, tmp / "a_train"),
+            },
         }
         if not args.no_demo:
             # interleaved, one run each: the ratio is what this noisy machine can tell
             result["before"]["demo_s"] = round(_demo(base, tmp / "b_demo"), 1)
-            result["after"]["demo_s"] = round(_demo(ROOT, tmp / "a_demo"), 1)
+            result["after"]["demo_s"] = round(_demo(after, tmp / "a_demo"), 1)
             result["demo_ratio_after_over_before"] = round(
                 result["after"]["demo_s"] / result["before"]["demo_s"], 3
             )
     finally:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
-            capture_output=True,
-        )
+        for path, _ in trees:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                capture_output=True,
+            )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     result = as_table(result)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -40,7 +40,8 @@ def main() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     d = np.load(a.npz)
-    X, label, ct, control = d["X"], d["label"], d["ct"], int(d["control"])
+    X, label, control = d["X"], d["label"], int(d["control"])
+    ct = np.broadcast_to(d["ct"], label.shape)  # a scalar when there is one cell type
     n_perts = int(label.max()) + 1
     G = X.shape[1]
     model = StateTransitionPerturbationModel(

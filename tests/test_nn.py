@@ -271,3 +271,34 @@ def test_predict_cells_caps_the_fold_and_spreads_the_rest():
     assert y[0, 0, 0] == 4.0
     torch.testing.assert_close(y.mean(1), torch.tensor([[1.5]], dtype=torch.float64))
     assert ((y[0, 1:, 0] == 0) | (y[0, 1:, 0] > 0.5)).all()
+
+
+def test_model_equals_the_permuted_layout_reference():
+    # the (sample, gene, head) CSR layout must give what the former (head-major,
+    # permute + select) layout gave: a masked dense attention over the same weights
+    torch.manual_seed(0)
+    m = GeneTokenModel(d_model=16, n_layers=2, n_features=6, id_dropout=0.0)
+    _perturb_head(m)
+    X = _inputs()
+    nbrs = X["neighbors"]
+
+    def reference(att, x, neighbors, pattern=None):
+        B, G, d = x.shape
+        H, dh = att.n_heads, att.d_head
+        q, k, v = att.qkv(x).view(B, G, 3, H, dh).permute(2, 0, 3, 1, 4)
+        mask = torch.full((G, G), float("-inf")).scatter_(1, nbrs, 0.0)
+        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + mask, dim=-1)
+        return att.out((w @ v).permute(0, 2, 1, 3).reshape(B, G, d))
+
+    outs = []
+    for use_reference in (False, True):
+        m.zero_grad()
+        for block in m.blocks:
+            if use_reference:
+                block.attn.forward = reference.__get__(block.attn)
+        delta, ls = m(**X)
+        (delta.pow(2).sum() + ls.sum()).backward()
+        outs.append((delta.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
+    for name, g in outs[0][1].items():
+        assert torch.allclose(g, outs[1][1][name], atol=1e-5, rtol=1e-4), name

@@ -118,6 +118,7 @@ class PredictMixin:
             Same ``obs`` (copied), ``var`` = ``genes_``, ``X`` dense float32
             log1p predictions (non-negative); ``uns['log1p']`` is set.
         """
+        self._state  # noqa: B018 (NotFittedError before the input is read)
         X = self._prepare(X, require_control=False)  # once: `_query` passes it through
         Xq, labels, is_control, cts, state = self._query(X)
         groups = CellGroups.from_labels(labels, is_control, cts)

@@ -199,3 +199,18 @@ def test_case_match_warning_points_at_the_caller():
     with pytest.warns(UserWarning, match="Sox2") as record:
         sktx.prepare(adata)
     assert record[0].filename == __file__
+
+
+def test_vcc_score_reads_both_spellings_of_a_combination():
+    # real "B+A", predicted "A+B": one perturbation; the cell-mean baseline built inside
+    # vcc_score carries the canonical labels too (it used to keep the file's spelling)
+    from sktx.datasets import make_perturbseq
+    from sktx.metrics import vcc_score
+
+    real = make_perturbseq(n_cells=400, n_genes=40, n_perturbations=4, random_state=0)
+    combo = next(lab for lab in real.obs["target_gene"].astype(str).unique() if "+" in lab)
+    flipped = "+".join(reversed(combo.split("+")))
+    pred = real.copy()
+    labels = pred.obs["target_gene"].astype(str).replace({combo: flipped})
+    pred.obs["target_gene"] = labels.astype("category")
+    assert vcc_score(real, pred) == vcc_score(real, real.copy())

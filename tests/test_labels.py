@@ -207,10 +207,10 @@ def test_vcc_score_reads_both_spellings_of_a_combination():
     from sktx.datasets import make_perturbseq
     from sktx.metrics import vcc_score
 
-    real = make_perturbseq(n_cells=400, n_genes=40, n_perturbations=4, random_state=0)
-    combo = next(lab for lab in real.obs["target_gene"].astype(str).unique() if "+" in lab)
+    pred = make_perturbseq(n_cells=400, n_genes=40, n_perturbations=4, random_state=0)
+    combo = next(lab for lab in pred.obs["target_gene"].astype(str).unique() if "+" in lab)
     flipped = "+".join(reversed(combo.split("+")))
-    pred = real.copy()
-    labels = pred.obs["target_gene"].astype(str).replace({combo: flipped})
-    pred.obs["target_gene"] = labels.astype("category")
-    assert vcc_score(real, pred) == vcc_score(real, real.copy())
+    real = pred.copy()  # the file spells it the other way round
+    labels = real.obs["target_gene"].astype(str).replace({combo: flipped})
+    real.obs["target_gene"] = labels.astype("category")
+    assert vcc_score(real, pred) == vcc_score(pred, pred.copy())

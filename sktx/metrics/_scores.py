@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from sktx.metrics._input import group_means, prepare_input, read_cells
+from sktx.metrics._input import group_means, read_cells
 from sktx.metrics._registry import Metric, available_metrics, get_metric
 from sktx.metrics._table import Reference, _dense, perturbation_metrics, select_metrics
 
@@ -246,13 +246,13 @@ def vcc_score(
     keys = dict(
         perturbation_key=perturbation_key, control_label=control_label, cell_type_key=cell_type_key
     )
-    # Real and predicted cells are checked once; the baseline built here from the prepared
-    # real cells (canonical labels, like the prediction's) needs no check.
-    real = prepare_input(real, **keys)
+    # Real and predicted cells are checked once; the baseline built here needs no check.
     ref = Reference(real, **keys)
     user_cells = ref.read(pred)
     if baseline is None:
         baseline = build_mean_baseline(real, **keys)
+        # the real cells' canonical labels, as the prediction's are read ("B+A" -> "A+B")
+        baseline.obs[perturbation_key] = pd.Categorical(ref.cells.labels)
         base_cells = ref.read(baseline, validate=False)
     else:
         base_cells = ref.read(baseline)

@@ -310,6 +310,30 @@ class CtrlCAfterFirstEpoch(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkeypatch):
+    regressor = pytest.importorskip("sktx.regressor")
+
+    def build(cfg, quiet):
+        return regressor.PerturbationRegressor(
+            **asdict(cfg.keys),
+            max_epochs=cfg.epochs,
+            set_size=8,
+            d_model=16,
+            n_layers=1,
+            gene_sets=False,
+            random_state=cfg.seed,
+            crossfit=3,
+            callbacks=[CtrlCAfterFirstEpoch()],
+        )
+
+    monkeypatch.setattr(_estimator, "_build_estimator", build)
+    run = tmp_path / "run"
+    result = _run("train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines")
+    assert result.exit_code == 130, result.output
+    assert "cross-fitted model (3 networks) cannot be resumed" in result.output
+    assert not (run / "checkpoint.sktx").exists() and not (run / "model.sktx").exists()
+
+
 def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeypatch):
     regressor = pytest.importorskip("sktx.regressor")
 
@@ -322,6 +346,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
             n_layers=1,
             gene_sets=False,
             random_state=cfg.seed,
+            crossfit=0,  # --resume continues single-network models
             callbacks=[CtrlCAfterFirstEpoch()],
         )
 
@@ -330,7 +355,7 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeyp
     args = ["train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines"]
     result = _run(*args)
     assert result.exit_code == 130, result.output
-    assert "interrupted after 1 epochs" in result.output and "--resume" in result.output
+    assert "interrupted after 1 epoch" in result.output and "--resume" in result.output
     assert (run / "checkpoint.sktx").exists() and not (run / "model.sktx").exists()
 
     result = _run(*args, "--resume")
@@ -381,7 +406,9 @@ def test_end_to_end_norman_one_epoch(norman_path, tmp_path):
     assert '<table class="metrics">' in html and "MAE ↓" in html
     assert "| model | DES ↑ | PDS ↑ | MAE ↓" in md
     history = pd.read_csv(run / "history.csv")
-    assert len(history) == 1 and np.isfinite(history["train_loss"]).all()
+    # one epoch of each of the default model's three cross-fitted networks
+    assert len(history) == 3 and sorted(history["member"]) == [0, 1, 2]
+    assert np.isfinite(history["train_loss"]).all()
     data = json.loads((run / "data.json").read_text())
     assert data["cell types"] == ["A172", "T98G", "U87MG", "k562"]
     assert "scored perturbations" not in data  # every held-out perturbation was scored

@@ -152,6 +152,15 @@ class _Interrupt:
             signal.signal(signal.SIGTERM, self._old_term)
 
 
+def _epochs_text(n: int) -> str:
+    return "1 epoch" if n == 1 else f"{n} epochs"
+
+
+def _crossfit(estimator) -> int:
+    """How many cross-fitted networks the model trains (0 or 1: a single network)."""
+    return int(getattr(_final_net(estimator), "crossfit", 0) or 0)
+
+
 def _epochs_done(estimator) -> int:
     net = _final_net(estimator)
     return len(getattr(net, "history", []) or [])
@@ -172,8 +181,7 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool, meta:
                 check_resume(manifest.get("meta") or {}, meta)
                 done = _epochs_done(estimator)
                 remaining = max(cfg.epochs - done, 0)
-                epochs = "1 epoch" if done == 1 else f"{done} epochs"
-                _echo(quiet, f"resuming from {ckpt} after {epochs}; {remaining} to go")
+                _echo(quiet, f"resuming from {ckpt} after {_epochs_text(done)}; {remaining} to go")
                 if remaining:
                     if getattr(estimator, "phase_history_", None) is not None:
                         raise BadInput("--resume continues `--strategy standard` runs only")
@@ -195,6 +203,14 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool, meta:
                 what = "interrupted before training started"
             typer.echo(f"\ninterrupted; {what}; nothing saved", err=True)
             raise typer.Exit(130) from None
+    if interrupt.hit and _crossfit(estimator) >= 2:
+        # Ctrl-C ends one network's training; the others would resume from the wrong place
+        typer.echo(
+            f"\ninterrupted; a cross-fitted model ({_crossfit(estimator)} networks) cannot be "
+            "resumed (--resume continues single-network models, crossfit=0); nothing saved",
+            err=True,
+        )
+        raise typer.Exit(130)
     if interrupt.hit and cfg.strategy == Strategy.progressive.value:
         typer.echo(
             "\ninterrupted; progressive runs cannot be resumed (--resume is for --strategy "
@@ -207,7 +223,8 @@ def _fit(cfg: TrainConfig, train, out: Path, *, quiet: bool, resume: bool, meta:
         with finish_before_exit(f"the checkpoint {ckpt}"):
             _save_model(estimator, ckpt, meta=meta)
         typer.echo(
-            f"\ninterrupted after {_epochs_done(estimator)} epochs; checkpoint saved to {ckpt}.\n"
+            f"\ninterrupted after {_epochs_text(_epochs_done(estimator))}; checkpoint saved to "
+            f"{ckpt}.\n"
             f"continue with: sktx train --out {cfg.out} --resume",
             err=True,
         )

@@ -226,6 +226,7 @@ def interrupted_run(sim_file, tmp_path, monkeypatch):
             gene_sets=False,
             n_jobs=1,
             random_state=cfg.seed,
+            crossfit=0,  # checkpoints and --resume are for single-network models
             callbacks=[CtrlC()],
         )
 

@@ -175,6 +175,7 @@ def _tiny(marker_cb=None):
             gene_sets=False,
             n_jobs=1,
             random_state=cfg.seed,
+            crossfit=0,  # checkpoints and --resume are for single-network models
             callbacks=[marker_cb] if marker_cb is not None else None,
         )
 

@@ -28,12 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GO_BP, RESULTS, SHARED, peak_rss_gb, write_result
-
-NORMAN = SHARED / "data" / "norman2019_mcfaline2023_devel.h5ad"
-DATLINGER = SHARED / "data" / "datlinger2017_jurkat.h5ad"
-H1 = SHARED / "data" / "vcc2025_h1_subset.h5ad"
-NORMAN_KEYS = {"perturbation_key": "perturbation", "control_label": "control"}
+from _common import GO_BP, RESULTS, peak_rss_gb, write_result
+from bench_quality import load  # the same datasets, read the same way (one loader)
 
 #: name -> (role, description). Tuning sets may be looked at when choosing defaults;
 #: test sets are only measured.
@@ -46,42 +42,6 @@ DATASETS = {
     "mcfaline_U87MG": ("test", "McFaline 2024 U87MG glioma, 9 KOs, 500 HVGs"),
     "vcc_h1": ("test", "VCC 2025 H1 subset, 5 CRISPRi targets, 1,000 genes"),
 }
-
-
-def load(name: str):
-    """The AnnData and estimator keys of one dataset (read from the shared folder)."""
-    import anndata as ad
-
-    if name == "datlinger":
-        import scanpy as sc
-
-        from sktx.datasets import load_h5ad
-
-        keys = {"perturbation_key": "target_gene", "control_label": "control"}
-        adata = load_h5ad(DATLINGER, **keys)
-        # the 500 HVGs of bench_tuning.py (scanpy seurat flavour on log1p)
-        sc.pp.highly_variable_genes(adata, n_top_genes=500)
-        return adata[:, adata.var["highly_variable"].to_numpy()].copy(), keys
-    if name == "sim150":
-        from sktx.datasets import make_perturbseq
-
-        keys = {"perturbation_key": "target_gene", "control_label": "non-targeting"}
-        adata = make_perturbseq(
-            n_cells=6000, n_genes=500, n_perturbations=120, n_combinations=30, random_state=0
-        )
-        return adata, keys
-    if name == "vcc_h1":
-        keys = {"perturbation_key": "target_gene", "control_label": "non-targeting"}
-        return ad.read_h5ad(H1), keys
-    full = ad.read_h5ad(NORMAN)
-    ct = "k562" if name == "norman_k562" else name.split("_", 1)[1]
-    adata = full[(full.obs["cell_type"] == ct).to_numpy()].copy()
-    # combinations in one canonical order (sorted targets), as the scorers write them
-    key = NORMAN_KEYS["perturbation_key"]
-    adata.obs[key] = [
-        lab if lab == "control" else "+".join(sorted(lab.split("+"))) for lab in adata.obs[key]
-    ]
-    return adata, dict(NORMAN_KEYS)
 
 
 def ours(keys: dict, **params):

@@ -414,3 +414,12 @@ def test_end_to_end_norman_one_epoch(norman_path, tmp_path):
     assert "scored perturbations" not in data  # every held-out perturbation was scored
     per_pert = pd.read_csv(run / "per_perturbation.csv")
     assert set(per_pert["perturbation"]) == set(data["heldout_perturbations"])
+
+
+def test_ctrl_c_flag_does_not_outlive_the_run(sim_file, tmp_path, monkeypatch):
+    # a Ctrl-C run leaves no flag behind: a progressive model fitted afterwards in the same
+    # process (a notebook, a test session) trains instead of raising KeyboardInterrupt
+    test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkeypatch)
+    assert _estimator._STATE["interrupted"] is False
+    stop = _estimator._StopAfterCtrlC()
+    stop.on_train_begin(None)  # would raise KeyboardInterrupt with a stale flag

@@ -147,6 +147,9 @@ class _Interrupt:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # the flag belongs to this fit (``hit`` keeps it): a later fit in the same process
+        # (a notebook, a test session) must not stop at its first phase
+        _STATE["interrupted"] = False
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             signal.signal(signal.SIGTERM, self._old_term)

@@ -310,7 +310,8 @@ class CtrlCAfterFirstEpoch(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkeypatch):
+def _ctrl_c_model(monkeypatch, *, crossfit: int) -> None:
+    """`sktx train` builds a tiny real regressor that presses Ctrl-C after its first epoch."""
     regressor = pytest.importorskip("sktx.regressor")
 
     def build(cfg, quiet):
@@ -322,11 +323,15 @@ def test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkey
             n_layers=1,
             gene_sets=False,
             random_state=cfg.seed,
-            crossfit=3,
+            crossfit=crossfit,
             callbacks=[CtrlCAfterFirstEpoch()],
         )
 
     monkeypatch.setattr(_estimator, "_build_estimator", build)
+
+
+def test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkeypatch):
+    _ctrl_c_model(monkeypatch, crossfit=3)
     run = tmp_path / "run"
     result = _run("train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines")
     assert result.exit_code == 130, result.output
@@ -335,22 +340,7 @@ def test_ctrl_c_on_a_cross_fitted_model_saves_nothing(sim_file, tmp_path, monkey
 
 
 def test_ctrl_c_saves_checkpoint_and_resume_finishes(sim_file, tmp_path, monkeypatch):
-    regressor = pytest.importorskip("sktx.regressor")
-
-    def build(cfg, quiet):
-        return regressor.PerturbationRegressor(
-            **asdict(cfg.keys),
-            max_epochs=cfg.epochs,
-            set_size=8,
-            d_model=16,
-            n_layers=1,
-            gene_sets=False,
-            random_state=cfg.seed,
-            crossfit=0,  # --resume continues single-network models
-            callbacks=[CtrlCAfterFirstEpoch()],
-        )
-
-    monkeypatch.setattr(_estimator, "_build_estimator", build)
+    _ctrl_c_model(monkeypatch, crossfit=0)  # --resume continues single-network models
     run = tmp_path / "run"
     args = ["train", "--data", sim_file, "--out", run, "--epochs", "2", "--no-baselines"]
     result = _run(*args)

@@ -180,17 +180,19 @@ def sktx_worker(
     Trainer.t0 = time.perf_counter()
     model.fit(train)
     ends, pauses = np.array(trainer.ends), np.array(trainer.evals)
-    # intervals from step 1 on (step 0 warms up), an evaluation's pause taken out
-    steps = list(np.diff(ends) - pauses[:-1])[1:]
+    # end-to-end intervals time steps 1, 2, ... (step 0, the warm-up, has no start),
+    # the pause of an evaluation after the previous step taken out
+    steps = list(np.diff(ends) - pauses[:-1])
     sets = model.history_[:, "batches", :, "train_batch_size"]
-    sets = [s for epoch in sets for s in epoch]
-    cells = [c for epoch in model.history_[:, "batches", :, "n_cells"] for c in epoch]
+    # every budgeted step (the last batch recorded is the FLOP step after the budget)
+    sets = [s for epoch in sets for s in epoch][:-1]
+    cells = [c for epoch in model.history_[:, "batches", :, "n_cells"] for c in epoch][:-1]
     return {
         "step_s": steps,
         "flops_per_step": trainer.flops,
-        "sets_per_step": float(np.mean(sets[1:-1])),
-        "cells_per_step": float(np.mean(cells[1:-1])),
-        "counted_cells_per_step": float(np.mean(sets[1:-1])) * SET_SIZE,
+        "sets_per_step": float(np.mean(sets)),
+        "cells_per_step": float(np.mean(cells)),
+        "counted_cells_per_step": float(np.mean(sets)) * SET_SIZE,
         "n_steps": len(ends),
         "curve": trainer.curve,
         "eval_s": trainer.paused,
@@ -385,9 +387,10 @@ def main() -> None:
         runs = {}
         for system in ("sktx", "state"):
             runs[system] = [x for x in raw[f"{genes}/{system}"] if "error" not in x]
-            if not runs[system]:
+            if not runs[system] or not any(x["step_s"] for x in runs[system]):
+                # a budget shorter than setup + two steps times no step
                 s[system] = None
-                row += ["error"] * 4
+                row += ["error" if not runs[system] else "too few steps"] * 4
                 continue
             # every round's steps pooled: the median over all measured steps
             pooled = {**runs[system][0]}

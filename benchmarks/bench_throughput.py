@@ -416,7 +416,7 @@ def main() -> None:
         "peak of this run (torch.mm, fp32 4096^2, bf16 1024^2: a 4096^2 bf16 product did "
         "not finish in 10 min on this AVX2 CPU; "
         f"median of {len(ok)} measurements spread over the run): fp32 {peak32:.0f} GFLOP/s, "
-        f"bf16 {peak16:.0f} GFLOP/s; '% peak' = FLOPs per step / median step time / fp32 "
+        f"bf16 {peak16:.2g} GFLOP/s; '% peak' = FLOPs per step / median step time / fp32 "
         "peak. FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one training step "
         "after the time budget (forward, backward, optimizer; sparse CSR kernels are not "
         "counted, they are <1 % of sktx's FLOPs). Each system trains for "

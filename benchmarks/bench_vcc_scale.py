@@ -228,9 +228,9 @@ def main() -> None:
             GENES,
             r["epochs"],
             round(r["setup_s"], 1),
-            round(r["epoch_s"], 1) if r["epochs"] else None,
+            round(r["epoch_s"], 1) if r["epochs"] else "–",
             round(r["fit_wall_s"], 1),
-            round(r["train_cells_per_s"]) if r["epochs"] else None,
+            round(r["train_cells_per_s"]) if r["epochs"] else "–",
             round(r["peak_rss_fit_gb"], 2),
             round(r["load"], 1),
         ]

@@ -247,6 +247,12 @@ def main(argv=None):
         default="wall",
         help="what the budget counts: wall seconds or process CPU seconds",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of every fit (model n_jobs); 1 avoids oversubscription when busy",
+    )
     ap.add_argument("--out", default="progressive", help="results name (benchmarks/results)")
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
@@ -254,7 +260,7 @@ def main(argv=None):
     rows, results = [], {}
     load_before = os.getloadavg()[0]
     cpu = args.clock == "cpu"
-    model_kw = dict(set_size=32, batch_size=8)
+    model_kw = dict(set_size=32, batch_size=8, n_jobs=args.threads)
     if args.skip_norman:
         pass
     elif NORMAN.exists():

@@ -42,7 +42,10 @@ class InputsMixin:
                 out[None] = out[next(c for c in fits if c is not None)]
                 continue
             ct_rows = np.arange(len(cts)) if ct is None else np.flatnonzero(cts == ct)
-            out[ct] = fit_start(fx, rows, state.deltas[ct_rows], self.control_label, similarity)
+            labels = [state.delta_labels[j] for j in ct_rows]
+            out[ct] = fit_start(
+                fx, rows, state.deltas[ct_rows], self.control_label, similarity, labels=labels
+            )
         self._effects_memo = (state, out)
         return out
 

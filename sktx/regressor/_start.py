@@ -221,6 +221,7 @@ def fit_start(
     similarity: TargetSimilarity | None,
     *,
     n_neighbors: int = N_NEIGHBORS,
+    labels: list[str] | None = None,
     knn: bool | str = "gene",
     shrink: bool | str = "l1",
 ) -> Start:
@@ -238,6 +239,9 @@ def fit_start(
     similarity : TargetSimilarity or None
         None: no neighbours (``alpha`` = 0).
     n_neighbors : int
+    labels : list of str, optional
+        The label of every row of ``deltas`` and ``fx.loo``, needed when a label
+        has several rows (a fit pooled over cell types); default: from ``rows``.
     knn : {"gene", True, False}, default="gene"
         ``alpha`` per gene (least squares per gene, shrunk towards the global
         factor as :func:`~sktx.regressor._crossfit.gene_residual_scale` does),
@@ -250,7 +254,8 @@ def fit_start(
     -------
     Start
     """
-    labels = sorted(rows, key=rows.get)
+    if labels is None:
+        labels = sorted(rows, key=rows.get)
     targets = [split_targets(lab, control_label) or [lab] for lab in labels]
     count: dict[str, int] = {}
     for ts in targets:
@@ -264,17 +269,16 @@ def fit_start(
     typical = np.zeros_like(seen_part)  # |unseen| * shared without the label
     depart = np.zeros_like(seen_part)  # neighbours' departure of its unseen targets
     has_unseen = np.zeros(n, dtype=bool)
-    for i, (lab, ts) in enumerate(zip(labels, targets, strict=True)):
+    for i, ts in enumerate(targets):
         unseen = [t for t in ts if count[t] == 1]
         if not unseen:
             continue
-        r = rows[lab]
         has_unseen[i] = True
-        typical[i] = len(unseen) * fx.loo_shared[r]
+        typical[i] = len(unseen) * fx.loo_shared[i]
         seen_part[i] -= typical[i]
         if knn and similarity is not None:
             depart[i] = start._knn_departure(unseen, set(ts))
-    d = np.asarray(deltas, dtype=np.float64)[[rows[lab] for lab in labels]]
+    d = np.asarray(deltas, dtype=np.float64)
     u = has_unseen
     if u.any():
         r = (d - seen_part - typical)[u]
@@ -286,7 +290,5 @@ def fit_start(
         part = typical + start.alpha * depart
         factor = absolute_error_factor if shrink == "l1" else least_squares_factor
         start.shrink = factor((d - seen_part)[u], part[u], 1.0) if shrink else 1.0
-        loo = seen_part + start.shrink * part
-        start.loo = np.empty_like(loo)
-        start.loo[[rows[lab] for lab in labels]] = loo
+        start.loo = seen_part + start.shrink * part
     return start

@@ -1,4 +1,4 @@
-"""Train Arc State's transition model for a few steps and print per-step timings as JSON.
+"""Train Arc State's transition model for a time budget; print step timings and its curve.
 
 Runs ONLY inside the benchmark's own venv (``/work/state_venv``, ``pip install
 torch==2.13.0 arc-state``), as a subprocess of ``bench_throughput.py``: State's
@@ -11,6 +11,12 @@ Each step: ``batch`` sets of ``set_size`` perturbed cells of one perturbation
 and cell type, each paired with random control cells of that cell type
 (State's ``basal_mapping_strategy="random"``), one-hot perturbation
 embeddings, State's energy loss, Adam (State's ``configure_optimizers``).
+Training uses the cells outside ``valid`` only and runs for ``--budget`` seconds
+of clock (from building the model; evaluations taken out). Evaluations
+(``_convergence``, the same code that scores sktx): the model's forward on the
+``eval_query`` held-out control cells of each group with the group's one-hot
+perturbation, the mean of the predicted cells as the group's pseudobulk. FLOPs
+(``FlopCounterMode``) of one more step after the budget.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import time
 
 import numpy as np
 import torch
+from _convergence import next_eval, pseudobulk_mse
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("npz")
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--budget", type=float, default=120.0, help="training-clock seconds")
+    p.add_argument("--growth", type=float, default=1.25, help="evaluation spacing")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--set-size", type=int, default=64)
     p.add_argument("--hidden", type=int, default=256)
@@ -42,8 +50,10 @@ def main() -> None:
     d = np.load(a.npz)
     X, label, control = d["X"], d["label"], int(d["control"])
     ct = np.broadcast_to(d["ct"], label.shape)  # a scalar when there is one cell type
+    train = ~d["valid"]
     n_perts = int(label.max()) + 1
     G = X.shape[1]
+    t0 = time.perf_counter()  # the clock starts with building the model
     model = StateTransitionPerturbationModel(
         input_dim=G,
         hidden_dim=a.hidden,
@@ -77,8 +87,8 @@ def main() -> None:
     model.log = lambda *args, **kw: None  # no Lightning trainer attached
     opt = model.configure_optimizers()
     groups = {}
-    for i, (lab, c) in enumerate(zip(label.tolist(), ct.tolist(), strict=True)):
-        groups.setdefault((lab, c), []).append(i)
+    for i in np.flatnonzero(train):
+        groups.setdefault((int(label[i]), int(ct[i])), []).append(i)
     ctrl = {c: np.array(v) for (lab, c), v in groups.items() if lab == control}
     pert = [(k, np.array(v)) for k, v in groups.items() if k[0] != control and k[1] in ctrl]
     eye = torch.eye(n_perts)
@@ -104,27 +114,61 @@ def main() -> None:
         opt.zero_grad()
         return float(loss)
 
+    query, eval_label = d["eval_query"], d["eval_label"]
+
+    def evaluate() -> float:
+        model.eval()
+        pred = []
+        with torch.no_grad():
+            for s in range(0, len(eval_label), a.batch):
+                q = query[s : s + a.batch]  # (groups, set_size) rows of held-out controls
+                b = {
+                    "ctrl_cell_emb": torch.as_tensor(X[q.ravel()]),
+                    "pert_emb": eye[np.repeat(eval_label[s : s + a.batch], q.shape[1])],
+                }
+                out = model.forward(b, padded=True).reshape(len(q), q.shape[1], G)
+                pred.append(out.mean(1).numpy())
+        model.train()
+        return pseudobulk_mse(np.concatenate(pred), d["eval_observed"])
+
+    paused, curve, wall, cpu = 0.0, [], [], []
+
+    def clock() -> float:
+        return time.perf_counter() - t0 - paused
+
+    def score() -> float:
+        nonlocal paused
+        start = time.perf_counter()
+        mse = evaluate()
+        paused += time.perf_counter() - start
+        curve.append((clock(), mse))
+        return next_eval(clock(), a.growth, a.budget / 40)
+
     model.train()
-    step(batch())  # warm-up
-    with FlopCounterMode(display=False) as fc:
-        step(batch())
-    flops = fc.get_total_flops()
-    wall, cpu = [], []
-    for _ in range(a.steps):
+    nxt = score()  # the untrained model
+    while clock() < a.budget:
         t, c = time.perf_counter(), time.process_time()
         step(batch())  # includes assembling the batch from the in-memory matrix
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+        if clock() >= nxt or clock() >= a.budget:
+            nxt = score()
+    with FlopCounterMode(display=False) as fc:  # off the clock, after the last evaluation
+        step(batch())
+    flops = fc.get_total_flops()
     n_params = sum(p.numel() for p in model.parameters())
     print(
         json.dumps(
             {
-                "step_s": wall,
-                "step_cpu_s": cpu,
+                "step_s": wall[1:],  # the first step warms up
+                "step_cpu_s": cpu[1:],
                 "flops_per_step": flops,
                 "sets_per_step": a.batch,
                 "cells_per_step": a.batch * a.set_size,
                 "n_params": n_params,
+                "n_steps": len(wall),
+                "curve": curve,
+                "eval_s": paused,
             }
         )
     )

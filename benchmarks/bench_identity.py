@@ -741,8 +741,8 @@ DEMO_EXACT = [
     "figures/loss.png",
     "figures/scatter.png",
 ]
-# Not compared: they embed wall times, throughput or memory (model.pkl its history).
-DEMO_SKIPPED = ["report.html", "figures/throughput.png", "model.pkl"]
+# Not compared: they embed wall times, throughput or memory (model.sktx its history).
+DEMO_SKIPPED = ["report.html", "figures/throughput.png", "model.sktx"]
 _TIMING_COLUMNS = {"cells_per_s", "peak_rss_gb", "dur", "cells/s (mean)", "peak RSS (GB)"}
 _TIMING_COLUMNS |= {"wall time (s)"}
 

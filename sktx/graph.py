@@ -200,6 +200,10 @@ def gene_set_embedding(
     return genes, emb
 
 
+#: Above this many genes a sparse matrix is densified for a randomized PCA (below, ARPACK).
+_PCA_ARPACK_MAX_GENES = 5000
+
+
 def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarray:
     """Gene loadings of a PCA of the cells (sparse input stays sparse).
 
@@ -208,6 +212,8 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     X : ndarray, sparse matrix or row reader of shape (n_cells, n_genes)
         log1p expression; at most 4,000 cells (drawn at random) are used, so
         a backed file (:class:`sktx.data.BackedRows`) is read for those rows only.
+        Sparse input of up to 5,000 genes is decomposed by ARPACK, larger
+        panels densified (float32) for a randomized PCA, which is faster there.
     n_components : int, default=16
         Output width; components beyond the rank are zero.
     random_state : int or RandomState, default=0
@@ -237,9 +243,15 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     k = min(n_components, X.shape[0] - 1, n_genes - 1)
     if k < 1:
         return out
-    if sp.issparse(X):
+    if sp.issparse(X) and n_genes <= _PCA_ARPACK_MAX_GENES:
         X = sp.csr_matrix(X, dtype=np.float64)
         solver = "arpack"
+    elif sp.issparse(X):
+        # ARPACK's iterations cost grows with the genes (55 s at 18,080 genes x 4,000
+        # cells here); the dense randomized PCA of <= 4,000 cells is ~4x faster and its
+        # float32 copy is 290 MB at 18,080 genes
+        X = X.toarray().astype(np.float32, copy=False)
+        solver = "randomized"
     else:
         X = np.asarray(X, dtype=np.float64)
         solver = "randomized" if min(X.shape) > 200 else "full"

@@ -120,9 +120,12 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         warning) and phases that become equal are merged.
     param : str, default="select__n_genes"
         Parameter of ``estimator`` that takes the gene count.
-    epochs_per_phase : int, "auto" or sequence of int or "auto", optional
+    epochs_per_phase : int, "auto" or sequence of int, "auto" or None, optional
         Epochs of each phase (one int for all, or one per phase). ``None``
-        keeps the estimator's own ``max_epochs`` in every phase. An ``"auto"``
+        keeps the estimator's own ``max_epochs`` in every phase; a ``None``
+        entry keeps them (and its own early stopping) in that phase only,
+        e.g. ``(4, 2, None)``: short warm-up phases, then a last phase as the
+        estimator would train alone. An ``"auto"``
         entry lets the validation curve end the phase: up to the estimator's
         own ``max_epochs``, stopping once the validation loss has not improved
         for ``phase_patience`` epochs (the estimator's early stopping, which
@@ -291,13 +294,14 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
                 "give one epoch count per phase or a single int."
             )
         for e in epochs:
-            if isinstance(e, str) and e == "auto":
+            if e is None or (isinstance(e, str) and e == "auto"):
                 continue
             if not isinstance(e, numbers.Integral) or isinstance(e, bool) or e < 1:
                 raise ValueError(
-                    f"epochs must be positive integers or 'auto'; got {e!r} in `epochs_per_phase`."
+                    f"epochs must be positive integers, 'auto' or None; got {e!r} in "
+                    "`epochs_per_phase`."
                 )
-        return [e if isinstance(e, str) else int(e) for e in epochs]
+        return [e if e is None or isinstance(e, str) else int(e) for e in epochs]
 
     def _check_params_exist(self, estimator) -> None:
         names = estimator.get_params(deep=True)

@@ -135,3 +135,24 @@ def test_pca_loadings_sparse_and_dense_agree():
     sparse = pca_gene_loadings(sp.csr_matrix(X), 3)
     assert dense.shape == (12, 3)
     assert np.allclose(np.abs(dense), np.abs(sparse), atol=1e-4)
+
+
+def test_pca_of_a_wide_sparse_matrix_is_randomized_and_agrees(monkeypatch):
+    import scipy.sparse as sp
+
+    import sktx.graph as graph
+
+    rng = np.random.RandomState(0)
+    # rank-3 signal plus a little noise: both solvers find the same 3 components
+    X = rng.rand(300, 3) @ rng.rand(3, 40) * 3 + rng.rand(300, 40) * 0.01
+    arpack = pca_gene_loadings(sp.csr_matrix(X), 3)
+    calls = []
+    real_toarray = sp.csr_matrix.toarray
+    monkeypatch.setattr(graph, "_PCA_ARPACK_MAX_GENES", 30)
+    monkeypatch.setattr(
+        sp.csr_matrix, "toarray", lambda self, *a, **k: calls.append(1) or real_toarray(self)
+    )
+    randomized = pca_gene_loadings(sp.csr_matrix(X), 3)
+    assert calls, "a panel wider than _PCA_ARPACK_MAX_GENES is densified"
+    assert randomized.dtype == np.float32
+    np.testing.assert_allclose(np.abs(randomized), np.abs(arpack), atol=2e-3)

@@ -273,3 +273,31 @@ def test_default_crossfit_networks_carry_over_phases(data):
     assert len(model.fitted_state_.members) == 2
     assert [h["epochs"] for h in prog.phase_history_] == [2, 2]  # 2 networks x 1 epoch
     assert np.isfinite(prog.score(data))
+
+
+def test_none_entry_keeps_the_estimators_own_epochs_in_that_phase(data):
+    # short warm-up phases, then a last phase as the estimator would train alone
+    kw = dict(param="n_genes", epochs_param="max_epochs", warm_start_param="warm_start",
+              patience_param="n_iter_no_change")  # fmt: skip
+    stub = _PatientStub(max_epochs=7, n_iter_no_change=5)
+    prog = ProgressiveFit(stub, phases=(5, 10, 20), epochs_per_phase=(2, 1, None), **kw)
+    prog.fit(data)
+    assert prog.estimator_.calls_ == [(2, 5), (1, 5), (7, 5)]
+    assert [h["epochs"] for h in prog.phase_history_] == [2, 1, 7]
+    with pytest.raises(ValueError, match="'auto' or None"):
+        ProgressiveFit(stub, phases=(5, 10), epochs_per_phase=(2, "two"), **kw).fit(data)
+
+
+def test_token_curriculum_keeps_the_whole_panel(data):
+    # param="model__max_tokens": every phase fits (and validates over) all 150 genes;
+    # only the genes the network runs on grow, nested, up to the whole panel
+    pipe = _pipe(max_epochs=1).set_params(select__n_genes=150)
+    prog = ProgressiveFit(pipe, phases=(20, 60, 150), param="model__max_tokens", random_state=0)
+    prog.fit(data)
+    model = prog.estimator_[-1]
+    assert [h["n_genes"] for h in prog.phase_history_] == [20, 60, 150]
+    assert len(model.genes_) == 150
+    assert model.fitted_state_.tokens is None  # the last phase runs every gene
+    assert all(np.isfinite(h["valid_metric"]) for h in prog.phase_history_)
+    # the validation losses of all phases are over the same genes and perturbations
+    assert prog.phase_history_[2]["valid_metric"] <= prog.phase_history_[0]["valid_metric"] * 1.05

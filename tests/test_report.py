@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -129,3 +130,22 @@ def test_phase_history_frame_from_skorch_histories():
     assert frame["n_genes"].tolist() == [2, 4, 4]
     assert frame["train_loss"].tolist() == [0.9, 0.5, 0.4]
     assert "batches" not in frame
+
+
+def test_a_failed_save_leaves_the_previous_files_whole(record, tmp_path, monkeypatch):
+    record.save(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def broken(self, path_or_buf=None, *args, **kwargs):
+        # a crash half-way through writing a table
+        if hasattr(path_or_buf, "write"):
+            path_or_buf.write(b"model,DES\n")
+        else:
+            Path(path_or_buf).write_text("model,DES\n")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        record.save(tmp_path)
+    # every file as before, and no temporary file left beside them
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -3,8 +3,9 @@
 Every command prints a one-line ``error: ...`` and exits with status 2 on bad
 arguments or bad input (missing file, unknown ``obs`` column, no control
 cells, ...); ``--debug`` shows the full traceback instead. Ctrl-C during
-training saves ``checkpoint.pkl`` in the run directory and exits with status
-130; ``sktx train ... --resume`` continues from it.
+training of a single-network model (``crossfit=0``) saves ``checkpoint.sktx`` in
+the run directory and exits with status 130; ``sktx train ... --resume``
+continues from it (a cross-fitted model saves nothing: docs/cli.md).
 
 Modules: ``_app`` (the Typer app, shared options, one-line errors), ``_io`` (reading,
 subsampling and splitting data; model files), ``_estimator`` (build, fit, resume),

@@ -116,7 +116,7 @@ def _predict_file(estimator, query, output: Output, all_genes: bool, seed: int):
 )
 @_guard
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="Run directory (or its model.pkl).")],
+    model: Annotated[Path, typer.Option("--model", help="Run directory (or its model.sktx).")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the predicted .h5ad.")],
     query: Annotated[
         str | None,

@@ -80,7 +80,7 @@ class ExperimentResult:
     Attributes
     ----------
     run_dir : Path
-        The run directory (``model.pkl``, ``config.json``, ``metrics.csv``, ``report.html``...).
+        The run directory (``model.sktx``, ``config.json``, ``metrics.csv``, ``report.html``...).
     metrics : DataFrame
         Models (index) x metrics, averaged over the scored held-out perturbations.
     fit_seconds : float
@@ -88,7 +88,7 @@ class ExperimentResult:
     total_seconds : float
         Wall time from the start to the end of evaluation (``data.json``'s total).
     estimator : object
-        The fitted estimator (Pipeline or ProgressiveFit), as saved in ``model.pkl``.
+        The fitted estimator (Pipeline or ProgressiveFit), as saved in ``model.sktx``.
     """
 
     run_dir: Path
@@ -269,7 +269,7 @@ def run_experiment(
     The work of ``sktx train`` and ``sktx demo``: read ``cfg.data`` (an .h5ad file or
     ``"demo"``), subsample to ``cfg.cells``, hold out ``cfg.holdout`` of the perturbations,
     fit gene selection + model, predict the held-out perturbations with the model and each
-    baseline, score them and write ``cfg.out`` (``config.json``, ``model.pkl``,
+    baseline, score them and write ``cfg.out`` (``config.json``, ``model.sktx``,
     ``metrics.csv``/``.json``, ``per_perturbation.csv``, ``report.html``/``.md``, ...).
 
     Parameters

@@ -167,13 +167,22 @@ class GeneTokenModel(nn.Module):
         pert_hash: torch.Tensor,
         pert_feat: torch.Tensor,
         pert_mask: torch.Tensor,
+        tokens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(delta, log_scale)``, each of shape (B, G), float32.
 
-        ``gene_hash`` (G, n_hashes), ``gene_feat`` (G, F), ``neighbors`` (G, K);
-        ``basal``/``baseline``/``target_mask`` (B, G); ``pert_hash`` (B, T, n_hashes),
-        ``pert_feat`` (B, T, F), ``pert_mask`` (B, T) for up to T targets per sample.
+        ``gene_hash`` (G, n_hashes), ``gene_feat`` (G, F); ``basal``/``baseline``/
+        ``target_mask`` (B, G); ``pert_hash`` (B, T, n_hashes), ``pert_feat``
+        (B, T, F), ``pert_mask`` (B, T) for up to T targets per sample.
+        ``tokens`` (N,) long, optional: the genes the network runs on (N <= G);
+        the others keep ``baseline`` and a log-scale of 0. ``neighbors`` (N, K)
+        indexes the tokens (all G genes without ``tokens``).
         """
+        full = baseline
+        if tokens is not None:
+            gene_hash, gene_feat = gene_hash.index_select(0, tokens), gene_feat[tokens]
+            basal, baseline = basal.index_select(1, tokens), baseline.index_select(1, tokens)
+            target_mask = target_mask.index_select(1, tokens)
         gene = self._identity(gene_hash, gene_feat)  # G, d
         values = torch.stack([basal, baseline], dim=-1)
         x = gene.unsqueeze(0) + self.value_enc(values)
@@ -197,4 +206,9 @@ class GeneTokenModel(nn.Module):
             else:
                 x = block(x, neighbors, pattern)
         out = self.head(self.norm(x)).float()
-        return baseline + out[..., 0], out[..., 1]
+        if tokens is None:
+            return baseline + out[..., 0], out[..., 1]
+        # out of place, so autograd sees the scatter; untouched genes keep the start
+        delta = full.index_add(1, tokens, out[..., 0])
+        log_scale = torch.zeros_like(full).index_add(1, tokens, out[..., 1])
+        return delta, log_scale

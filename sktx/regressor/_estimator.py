@@ -30,6 +30,7 @@ _POSITIVE = ("d_model", "n_layers", "n_heads", "n_neighbors", "set_size", "batch
 _CONSTRAINTS = {
     **{name: Integer(low=1) for name in (*_POSITIVE, "n_iter_no_change")},
     "crossfit": Integer(low=0),
+    "max_tokens": Integer(low=1, none_ok=True),
     # a negative count used to train for zero epochs silently
     "max_epochs": Integer(low=0),
     "attention": Options("sparse", "dense"),
@@ -74,6 +75,11 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         Attention heads.
     n_neighbors : int, default=16
         Neighbours per gene in the attention graph (self included).
+    max_tokens : int or None, default=2048
+        The network runs on at most this many genes: the measured training
+        targets, then the genes the training perturbations move most; the
+        others keep the start (see docs/model.md). Caps the cost per set at
+        large panels (18,080 genes: docs/performance.md); None: every gene.
     gene_sets : None, False, dict, path or list of paths, default=None
         Prior knowledge for graph edges and gene embeddings: ``None`` uses the
         built-in curated lists, ``False`` none, or a dict / GMT path(s) (e.g.
@@ -219,6 +225,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         n_layers: int = 2,
         n_heads: int = 4,
         n_neighbors: int = 16,
+        max_tokens: int | None = 2048,
         gene_sets=None,
         set_size: int = 64,
         max_epochs: int = 20,
@@ -266,6 +273,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.n_neighbors = n_neighbors
+        self.max_tokens = max_tokens
         self.gene_sets = gene_sets
         self.set_size = set_size
         self.weight_decay = weight_decay
@@ -463,6 +471,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
             rng,
             n_neighbors=self.n_neighbors,
             gene_sets=self.gene_sets,
+            max_tokens=self.max_tokens,
         )
         genes = state.genes
 

@@ -95,7 +95,9 @@ class InputsMixin:
             pert_mask[b, :n] = 1.0
         dev = self._device()
         t = self._gene_tensors_
+        tokens = {} if t["tokens"] is None else {"tokens": t["tokens"]}  # skorch: no None values
         return {
+            **tokens,
             "gene_hash": t["gene_hash"],
             "gene_feat": t["gene_feat"],
             "neighbors": t["neighbors"],
@@ -113,10 +115,12 @@ class InputsMixin:
 
     def _set_gene_tensors_(self, state):
         dev = self._device()
+        tokens = getattr(state, "tokens", None)
         self._gene_tensors_ = {
             "gene_hash": torch.as_tensor(state.gene_hash, device=dev),
             "gene_feat": torch.as_tensor(state.gene_feat, device=dev),
             "neighbors": torch.as_tensor(state.neighbors, device=dev),
+            "tokens": None if tokens is None else torch.as_tensor(tokens, device=dev),
             # for predict_cells in the distributional loss (not a module input)
             "nonzero_level": torch.as_tensor(state.nonzero_level, device=dev),
         }

@@ -48,7 +48,11 @@ class FittedState:
     train_targets : list of str
         Targets perturbed in the training (not validation) groups.
     gene_hash, gene_feat, neighbors : ndarray
-        Module inputs of the panel: hashed symbols, features, attention graph.
+        Module inputs of the panel: hashed symbols, features, attention graph
+        (over ``tokens`` when set).
+    tokens : ndarray or None
+        Indices (into ``genes``, ascending) of the genes the network runs on when
+        the panel has more than ``max_tokens`` genes; None: all genes.
     residual_scale : float
         Factor applied to the learned residual at prediction.
     members : list of dict
@@ -74,6 +78,7 @@ class FittedState:
     gene_feat: np.ndarray
     neighbors: np.ndarray
     residual_scale: float = 1.0
+    tokens: np.ndarray | None = None
     members: list = field(default_factory=list, repr=False, compare=False)
     gene_scale: np.ndarray | None = field(default=None, repr=False, compare=False)
     gene_row: dict = field(init=False, repr=False, compare=False)
@@ -135,7 +140,36 @@ def gene_features(symbols, state) -> np.ndarray:
     return out
 
 
-def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
+def choose_tokens(deltas, train_rows, targets, genes, max_tokens):
+    """Genes the network runs on: measured training targets, then the most responsive genes.
+
+    A gene's response is its mean squared pseudobulk delta over the training
+    groups: where perturbations move nothing, a learned residual has nothing to
+    add to the start (and the cross-fitted shrinkage would remove it anyway),
+    so the network's cost goes where the data move.
+
+    Returns None when every gene fits (``max_tokens`` None or >= the panel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> deltas = np.array([[0.0, 3.0, 0.1, 1.0], [0.0, 2.0, 0.1, -1.0]])
+    >>> choose_tokens(deltas, [0, 1], ["G0"], ["G0", "G1", "G2", "G3"], 2).tolist()
+    [0, 1]
+    """
+    n = len(genes)
+    if max_tokens is None or n <= max_tokens:
+        return None
+    score = np.square(deltas[list(train_rows)], dtype=np.float64).mean(0)
+    row = {g: i for i, g in enumerate(genes)}
+    first = sorted({row[t] for t in targets if t in row})[:max_tokens]
+    score[first] = np.inf  # a target's own knock-down is where its effect is largest
+    # stable sort: ties (e.g. genes never moved) keep panel order, so fits are reproducible
+    order = np.argsort(-score, kind="stable")[:max_tokens]
+    return np.sort(order).astype(np.int64)
+
+
+def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_tokens=None):
     """Fit the gene features, graph and baseline inputs of one ``fit`` call.
 
     Parameters
@@ -153,6 +187,8 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
     n_neighbors : int
     gene_sets : gene-set spec
         Prior knowledge for graph edges and embeddings.
+    max_tokens : int or None
+        At most this many genes for the network (:func:`choose_tokens`).
 
     Returns
     -------
@@ -162,14 +198,11 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
     genes = [str(g) for g in data.genes]
     pca = pca_gene_loadings(X, _N_PCA, random_state=rng.randint(2**31 - 1))
     scale = float(np.sqrt(np.mean(pca**2))) or 1.0
-    graph = build_gene_graph(
-        X, genes, n_neighbors=n_neighbors, gene_sets=gene_sets, loadings=pca, random_state=0
-    )
     sets = read_gene_sets(gene_sets)  # parsed once per process (cached on path + mtime)
     prior_genes, prior_emb = gene_set_embedding(sets, _N_PRIOR) if sets else ([], None)
     if prior_emb is None:
         prior_emb = np.zeros((0, _N_PRIOR), dtype=np.float32)
-    pca = pca / scale
+    raw_pca, pca = pca, pca / scale
     # unit-norm rows -> entries of order one
     prior_emb = prior_emb * np.sqrt(_N_PRIOR)
 
@@ -192,6 +225,18 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
         [means[j] - ctrl_means[ct_code[ct]] for j, ct in enumerate(groups.cell_types)]
     )
     control = data.control_label
+    train_targets = sorted({t for i in train_ids for t in split_targets(groups.labels[i], control)})
+    tokens = choose_tokens(deltas, train_ids, train_targets, genes, max_tokens)
+    sub = slice(None) if tokens is None else tokens
+    # the graph joins the genes the network runs on (cheaper too: its kNN is over them only)
+    graph = build_gene_graph(
+        X,
+        genes if tokens is None else [genes[i] for i in tokens],
+        n_neighbors=n_neighbors,
+        gene_sets=gene_sets,
+        loadings=raw_pca[sub],
+        random_state=0,
+    )
     state = FittedState(
         genes=genes,
         prior_genes=list(prior_genes),
@@ -203,12 +248,11 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets):
         delta_labels=list(groups.labels),
         delta_cts=list(groups.cell_types),
         deltas=deltas.astype(np.float32),
-        train_targets=sorted(
-            {t for i in train_ids for t in split_targets(groups.labels[i], control)}
-        ),
+        train_targets=train_targets,
         gene_hash=hash_genes(genes),
         gene_feat=np.zeros((len(genes), N_FEATURES), dtype=np.float32),
         neighbors=graph.neighbors,
+        tokens=tokens,
     )
     # features read the state's own gene/prior rows, so they are filled in last
     state.gene_feat = gene_features(genes, state)

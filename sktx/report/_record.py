@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sktx._atomic import atomic_write, write_text
+
 __all__ = ["RunRecord", "lower_is_better"]
 
 # Columns that are not registered metrics (losses, the 2026 table...): smaller is better when
@@ -56,7 +58,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
+    write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def _write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
+    # atomic, as every file of a run directory: a crash leaves the previous file whole
+    with atomic_write(path) as fh:
+        frame.to_csv(fh, compression="gzip" if path.suffix == ".gz" else None, **kwargs)
 
 
 def _read_json(path: Path) -> Any:
@@ -127,22 +135,22 @@ class RunRecord:
         _write_json(run_dir / "config.json", self.config)
         _write_json(run_dir / "data.json", {**self.data, "notes": list(self.notes)})
         if self.history is not None:
-            self.history.to_csv(run_dir / "history.csv", index=False)
+            _write_csv(run_dir / "history.csv", self.history, index=False)
         if self.metrics is not None:
-            self.metrics.to_csv(run_dir / "metrics.csv", index_label="model")
+            _write_csv(run_dir / "metrics.csv", self.metrics, index_label="model")
             _write_json(run_dir / "metrics.json", self.metrics.to_dict(orient="index"))
         if self.per_perturbation is not None:
-            self.per_perturbation.to_csv(run_dir / "per_perturbation.csv", index=False)
+            _write_csv(run_dir / "per_perturbation.csv", self.per_perturbation, index=False)
         if self.reference is not None:
-            self.reference.to_csv(run_dir / "reference_per_perturbation.csv", index=False)
+            _write_csv(run_dir / "reference_per_perturbation.csv", self.reference, index=False)
         if self.categories is not None:
-            self.categories.to_csv(run_dir / "genes.csv", index=False)
+            _write_csv(run_dir / "genes.csv", self.categories, index=False)
         if self.real_delta is not None:
             frames = [self.real_delta.assign(source="real")]
             frames += [d.assign(source=name) for name, d in self.pred_delta.items()]
             long = pd.concat(frames).rename_axis("perturbation").reset_index()
             cols = ["source", "perturbation", *self.real_delta.columns]
-            long[cols].to_csv(run_dir / "deltas.csv.gz", index=False)
+            _write_csv(run_dir / "deltas.csv.gz", long[cols], index=False)
         return run_dir
 
     @classmethod

@@ -151,3 +151,26 @@ def test_default_start_per_gene_weight_and_absolute_error_shrinkage():
     errors = [np.abs(deltas - g * part).sum() for g in grid]
     assert np.abs(deltas - c * part).sum() <= min(errors) + 1e-12
     np.testing.assert_allclose(start.loo, c * part, atol=1e-10)
+
+
+def test_a_loaded_model_needs_no_gene_set_file(tmp_path):
+    """The start's similarity uses the membership stored at fit time, not the file."""
+    from sktx import _persist
+    from sktx.datasets import make_perturbseq
+    from sktx.regressor import PerturbationRegressor
+
+    adata = make_perturbseq(n_cells=400, n_genes=40, n_perturbations=5, random_state=0)
+    fitted = [c for c in adata.obs["target_gene"].cat.categories if c != "non-targeting"]
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text(f"s1\tna\t{fitted[0]}\tNEWGENE\t{fitted[1]}\ns2\tna\t{fitted[2]}\tNEWGENE\n")
+    model = PerturbationRegressor(
+        gene_sets=str(gmt), max_epochs=1, set_size=16, d_model=16, n_layers=1, random_state=0
+    ).fit(adata)
+    q = adata[adata.obs["target_gene"] == "non-targeting"].copy()
+    q.obs["target_gene"] = "NEWGENE"  # never fitted: its start comes from similar targets
+    expected = model.predict(q).X
+    path = _persist.save(model, tmp_path / "model.sktx")
+    gmt.unlink()
+    loaded, _ = _persist.load(path)
+    np.testing.assert_array_equal(loaded.predict(q).X, expected)
+    assert loaded.fitted_state_.set_genes == sorted({*fitted[:3], "NEWGENE"})

@@ -34,7 +34,10 @@ class InputsMixin:
             self.control_label,
             pooled=True,
         )
-        similarity = TargetSimilarity(self.gene_sets, state.genes, state.pca)
+        # the membership stored at fit time (models saved before it was stored: the files)
+        similarity = TargetSimilarity(
+            self.gene_sets, state.genes, state.pca, membership=state.membership()
+        )
         cts = np.asarray(state.delta_cts, dtype=object)
         out = {}
         for ct, (fx, rows) in fits.items():

@@ -38,11 +38,28 @@ from sktx.data import split_targets
 from sktx.genesets import read_gene_sets
 from sktx.regressor._crossfit import gene_residual_scale
 
-__all__ = ["Start", "TargetSimilarity", "fit_start", "least_squares_factor"]
+__all__ = ["Start", "TargetSimilarity", "fit_start", "least_squares_factor", "set_membership"]
 
 #: KNNBaseline's defaults (not tuned here).
 N_NEIGHBORS = 5
 COEXPRESSION_WEIGHT = 0.5
+
+
+def set_membership(gene_sets) -> tuple[list[str] | None, sp.csr_matrix | None]:
+    """Upper-case genes and their gene x set 0/1 CSR matrix; ``(None, None)`` without sets.
+
+    Examples
+    --------
+    >>> genes, M = set_membership({"s1": ["a", "B"], "s2": ["b"], "empty": []})
+    >>> list(genes), M.toarray().tolist()
+    (['A', 'B'], [[1.0, 0.0], [1.0, 1.0]])
+    """
+    sets = read_gene_sets(gene_sets) if gene_sets is not False else {}
+    sets = {k: v for k, v in sets.items() if len(v)}
+    if not sets:
+        return None, None
+    genes, M = _membership(sets)
+    return [str(g) for g in genes], sp.csr_matrix(M)
 
 
 class TargetSimilarity:
@@ -61,6 +78,9 @@ class TargetSimilarity:
         Measured genes, rows of ``loadings``.
     loadings : ndarray of shape (n_genes, k)
     coexpression_weight : float
+    membership : tuple, optional
+        ``(genes, matrix)`` as :func:`set_membership` returns it, instead of
+        reading ``gene_sets``.
 
     Examples
     --------
@@ -70,14 +90,20 @@ class TargetSimilarity:
     [[0.5]]
     """
 
-    def __init__(self, gene_sets, genes, loadings, coexpression_weight=COEXPRESSION_WEIGHT):
-        sets = read_gene_sets(gene_sets) if gene_sets is not False else {}
-        sets = {k: v for k, v in sets.items() if len(v)}
-        if sets:
-            self._set_genes, M = _membership(sets)
-            self._M = sp.csr_matrix(M)
-        else:
-            self._set_genes, self._M = None, None
+    def __init__(
+        self,
+        gene_sets,
+        genes,
+        loadings,
+        coexpression_weight=COEXPRESSION_WEIGHT,
+        *,
+        membership=None,
+    ):
+        # a fitted model passes the membership it stored at fit time, so predictions
+        # never re-read the gene-set files (moved, edited or absent on another machine)
+        self._set_genes, self._M = (
+            membership if membership is not None else set_membership(gene_sets)
+        )
         self._set_row = (
             {} if self._set_genes is None else {g: i for i, g in enumerate(self._set_genes)}
         )

@@ -208,8 +208,11 @@ def main() -> None:
                 "same folds for every model; one prediction per fold scored with DES, PDS, MAE "
                 "and the VCC score (sktx.metrics, cell-eval definitions). Baselines use "
                 'cells="controls" (the cell construction of the model). ours0 = the default '
-                "model with max_epochs=0 (its untrained start). Tuning datasets (role 'tune'): "
-                "Datlinger and the simulator; the others were only measured."
+                "model with max_epochs=0 (its untrained start: joint additive effects, an unseen "
+                "target moved towards similar fitted targets and shrunk, factors fitted "
+                "leave-one-label-out, sktx/regressor/_start.py). Tuning datasets (role "
+                "'tune'): Datlinger and the simulator (crossfit=3 and the start were chosen "
+                "on them, bench_start.py); the others were only measured."
             ),
             extra={"results": store, "verdict": verdict(store), "peak_rss_gb": peak_rss_gb()},
         )

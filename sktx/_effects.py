@@ -46,6 +46,9 @@ class TargetEffects:
         Ridge penalty chosen by leave-one-label-out cross-validation.
     loo : ndarray of shape (n_labels, n_genes)
         Each fitted label predicted by the fit without that label.
+    loo_shared : ndarray of shape (n_labels, n_genes) or None
+        The typical effect ``shared`` of the fit without each label (what a
+        target seen only in that label gets in its leave-one-out prediction).
     """
 
     targets: list[str]
@@ -53,6 +56,7 @@ class TargetEffects:
     specific: np.ndarray
     lam: float
     loo: np.ndarray
+    loo_shared: np.ndarray | None = None
 
     def predict(self, targets: list[str]) -> np.ndarray:
         """Delta of a label with these targets (unknown targets get ``shared``)."""
@@ -116,9 +120,8 @@ def fit_target_effects(
     targets = sorted({t for ts in target_lists for t in ts})
     if n == 0:
         zero = np.zeros(n_genes)
-        return TargetEffects(
-            targets, zero, np.zeros((len(targets), n_genes)), 0.0, np.zeros((0, n_genes))
-        )
+        empty = np.zeros((0, n_genes))
+        return TargetEffects(targets, zero, np.zeros((len(targets), n_genes)), 0.0, empty, empty)
     A = _design(target_lists, targets)
     best = None
     for lam in lambdas:
@@ -133,10 +136,16 @@ def fit_target_effects(
     _, lam, solve, hat = best
     coef = np.empty((A.shape[1], n_genes))
     loo = np.empty((n, n_genes))
+    loo_shared = np.zeros((n, n_genes))
+    # the fit without label i (rank-one downdate): coef - solve[:, i] e_i / (1 - h_ii)
+    h = np.diag(hat)
+    ok = 1.0 - h > 1e-6
     for c in _chunks(n_genes):
         coef[:, c] = solve @ deltas[:, c]
         loo[:, c] = _loo(hat, deltas[:, c])
-    return TargetEffects(targets, coef[0], coef[1:], float(lam), loo)
+        resid = deltas[:, c] - hat @ deltas[:, c]
+        loo_shared[ok, c] = coef[0, c] - (solve[0, ok] / (1.0 - h[ok]))[:, None] * resid[ok]
+    return TargetEffects(targets, coef[0], coef[1:], float(lam), loo, loo_shared)
 
 
 def _chunks(n_genes: int, size: int = 2048):

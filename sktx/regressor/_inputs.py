@@ -8,6 +8,7 @@ import torch
 from sktx._effects import fit_by_cell_type
 from sktx.data import split_targets
 from sktx.graph import hash_genes
+from sktx.regressor._start import TargetSimilarity, fit_start
 from sktx.regressor._state import N_FEATURES, gene_features
 
 __all__ = ["InputsMixin"]
@@ -17,36 +18,58 @@ class InputsMixin:
     """Builds the tensors a :class:`~sktx.nn.GeneTokenModel` takes for groups of cells."""
 
     def _effects(self, state) -> dict:
-        """Target effects per cell type (``None`` key: all cell types pooled), memoised."""
+        """The start per cell type (``None`` key: all cell types pooled), memoised.
+
+        ``{cell type: Start}`` (:mod:`sktx.regressor._start`): joint additive
+        effects, unseen targets from similar fitted ones, both fitted on the
+        state's deltas (so a loaded or unpickled model rebuilds the same start).
+        """
         memo = getattr(self, "_effects_memo", None)
         if memo is not None and memo[0] is state:
             return memo[1]
-        out = fit_by_cell_type(
+        fits = fit_by_cell_type(
             state.deltas,
             list(state.delta_labels),
             list(state.delta_cts),
             self.control_label,
             pooled=True,
         )
+        # the membership stored at fit time (models saved before it was stored: the files)
+        similarity = TargetSimilarity(
+            self.gene_sets, state.genes, state.pca, membership=state.membership()
+        )
+        cts = np.asarray(state.delta_cts, dtype=object)
+        out = {}
+        for ct, (fx, rows) in fits.items():
+            if ct is None and len(fits) == 2:
+                out[None] = out[next(c for c in fits if c is not None)]
+                continue
+            ct_rows = np.arange(len(cts)) if ct is None else np.flatnonzero(cts == ct)
+            labels = [state.delta_labels[j] for j in ct_rows]
+            out[ct] = fit_start(
+                fx, rows, state.deltas[ct_rows], self.control_label, similarity, labels=labels
+            )
         self._effects_memo = (state, out)
         return out
 
     def _baseline(self, label: str, ct: str, state) -> np.ndarray:
-        """What the residual is added to: additive target effects fitted jointly on all labels.
+        """What the residual is added to: the start (:mod:`sktx.regressor._start`).
 
-        Per-target effects are fitted on the pseudobulk deltas of every fitted
-        single and combination (:func:`sktx._effects.fit_target_effects`), so a
-        target seen only inside combinations still gets an effect. A fitted
-        label gets its leave-one-label-out prediction (its own delta never
-        enters its baseline, so training learns what the baseline misses on
-        unseen perturbations); an unseen cell type uses all cell types pooled.
+        Per-target effects are fitted jointly on the pseudobulk deltas of every
+        fitted single and combination (:func:`sktx._effects.fit_target_effects`),
+        so a target seen only inside combinations still gets an effect; a target
+        never fitted gets the typical effect moved towards its most similar
+        fitted targets and shrunk, by factors fitted leave-one-out. A fitted
+        label gets its leave-one-label-out start (its own delta never enters
+        its baseline, so training learns what the start misses on unseen
+        perturbations); an unseen cell type uses all cell types pooled.
         """
         effects = self._effects(state)
-        fx, rows = effects.get(ct, effects[None])
-        if label in rows:
-            return fx.loo[rows[label]].astype(np.float32)
+        start = effects.get(ct, effects[None])
+        if label in start.rows:
+            return start.loo[start.rows[label]].astype(np.float32)
         targets = split_targets(label, self.control_label) or [label]
-        return fx.predict(targets).astype(np.float32)
+        return start.predict(targets).astype(np.float32)
 
     def _group_inputs(self, label: str, ct: str, state) -> dict:
         targets = split_targets(label, self.control_label) or [label]

@@ -50,6 +50,10 @@ class FittedState:
     gene_hash, gene_feat, neighbors : ndarray
         Module inputs of the panel: hashed symbols, features, attention graph
         (over ``tokens`` when set).
+    set_genes, set_indptr, set_indices : list of str, ndarray, ndarray
+        Gene-set membership (upper-case genes x sets, CSR without values) read
+        at fit time, for the start's target similarity
+        (:mod:`sktx.regressor._start`); empty without gene sets.
     tokens : ndarray or None
         Indices (into ``genes``, ascending) of the genes the network runs on when
         the panel has more than ``max_tokens`` genes; None: all genes.
@@ -79,6 +83,9 @@ class FittedState:
     neighbors: np.ndarray
     residual_scale: float = 1.0
     tokens: np.ndarray | None = None
+    set_genes: list = field(default_factory=list)
+    set_indptr: np.ndarray | None = None
+    set_indices: np.ndarray | None = None
     members: list = field(default_factory=list, repr=False, compare=False)
     gene_scale: np.ndarray | None = field(default=None, repr=False, compare=False)
     gene_row: dict = field(init=False, repr=False, compare=False)
@@ -87,6 +94,21 @@ class FittedState:
     def __post_init__(self) -> None:
         self.gene_row = {g: i for i, g in enumerate(self.genes)}
         self.prior_row = {g: i for i, g in enumerate(self.prior_genes)}
+
+    def membership(self):
+        """``(genes, CSR matrix)`` of the stored gene-set membership, or None if not stored."""
+        if self.set_indptr is None:
+            return None
+        if not self.set_genes:
+            return None, None
+        import scipy.sparse as sp
+
+        n_sets = int(self.set_indices.max()) + 1 if len(self.set_indices) else 0
+        data = np.ones(len(self.set_indices))
+        M = sp.csr_matrix(
+            (data, self.set_indices, self.set_indptr), shape=(len(self.set_genes), n_sets)
+        )
+        return list(self.set_genes), M
 
     def to_tensors(self) -> dict:
         """Arrays as tensors, lists and floats as they are (``weights_only`` loadable)."""
@@ -237,6 +259,9 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
         loadings=raw_pca[sub],
         random_state=0,
     )
+    from sktx.regressor._start import set_membership
+
+    set_genes, M = set_membership(gene_sets)
     state = FittedState(
         genes=genes,
         prior_genes=list(prior_genes),
@@ -253,6 +278,9 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
         gene_feat=np.zeros((len(genes), N_FEATURES), dtype=np.float32),
         neighbors=graph.neighbors,
         tokens=tokens,
+        set_genes=set_genes or [],
+        set_indptr=np.zeros(1, np.int64) if M is None else M.indptr.astype(np.int64),
+        set_indices=np.zeros(0, np.int64) if M is None else M.indices.astype(np.int64),
     )
     # features read the state's own gene/prior rows, so they are filled in last
     state.gene_feat = gene_features(genes, state)

@@ -57,14 +57,19 @@ def _brute_force(deltas, labels, sim):
     return alpha, c, c * part
 
 
-def test_neighbour_weight_known_answer():
-    # two groups of similar targets sharing a group effect +v / -v, plus noise
+def _two_groups():
+    """Six singles in two groups of similar targets sharing an effect +v / -v, plus noise."""
     rng = np.random.default_rng(3)
     m, v = np.array([1.0, 0.0, 2.0]), np.array([0.5, -1.0, 0.25])
     labels = ["A", "B", "C", "D", "E", "F"]
     sign = np.array([1, 1, 1, -1, -1, -1])[:, None]
     deltas = m + 0.6 * sign * v + 0.5 * rng.normal(size=(6, 3))
-    fx = fit_target_effects(deltas, [[t] for t in labels])
+    return labels, deltas, fit_target_effects(deltas, [[t] for t in labels])
+
+
+def test_neighbour_weight_known_answer():
+    # two groups of similar targets sharing a group effect +v / -v, plus noise
+    labels, deltas, fx = _two_groups()
     sets = {"p1": ["A", "B", "C"], "p2": ["D", "E", "F"]}
     sim = TargetSimilarity(sets, [], np.zeros((0, 2)), 0.0)
     start = fit_start(fx, _rows(labels), deltas, "ctrl", sim, knn=True, shrink=True)
@@ -127,12 +132,7 @@ def test_default_start_per_gene_weight_and_absolute_error_shrinkage():
     from sktx.regressor._crossfit import gene_residual_scale
     from sktx.regressor._start import absolute_error_factor
 
-    rng = np.random.default_rng(3)
-    m, v = np.array([1.0, 0.0, 2.0]), np.array([0.5, -1.0, 0.25])
-    labels = ["A", "B", "C", "D", "E", "F"]
-    sign = np.array([1, 1, 1, -1, -1, -1])[:, None]
-    deltas = m + 0.6 * sign * v + 0.5 * rng.normal(size=(6, 3))
-    fx = fit_target_effects(deltas, [[t] for t in labels])
+    labels, deltas, fx = _two_groups()
     sim = TargetSimilarity({"p1": labels[:3], "p2": labels[3:]}, [], np.zeros((0, 2)), 0.0)
     start = fit_start(fx, _rows(labels), deltas, "ctrl", sim)
     typical = fx.loo_shared

@@ -182,6 +182,33 @@ def _check_counts_query(query) -> None:
             )
 
 
+def context_dispersions(query, cols) -> dict:
+    """Per-gene dispersion (:func:`nb_dispersion`) of each context of ``query``, genes ``cols``.
+
+    ``query`` is a prepared :class:`~sktx.PerturbationData` with counts.
+    """
+    out = {}
+    for ct in np.unique(query.contexts):
+        rows = np.flatnonzero(query.contexts == ct)
+        out[ct] = nb_dispersion(_rows(query.counts, rows, cols), query.library_size[rows])
+    return out
+
+
+def with_all_genes(X, query, source, cols) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Widen ``X`` (the query's genes ``cols``) to the query's whole gene axis, in its order.
+
+    Genes outside ``cols`` carry the query cells' own values from ``source`` (its
+    counts or log1p matrix); returns the CSR matrix and the query's ``var``.
+    """
+    rest = np.setdiff1d(np.arange(len(query.genes)), cols)
+    carried = _rows(source, np.arange(X.shape[0]), rest).astype(np.float32)
+    order = np.argsort(np.concatenate([cols, rest]), kind="stable")
+    X = sp.hstack([X, carried], format="csr")[:, order]
+    var = query.var.copy()
+    var.index = pd.Index(query.genes, name=query.var.index.name)
+    return X, var
+
+
 def _counts_block(pred_block, query, rows, cols, phi, rng) -> sp.csr_matrix:
     lib = query.library_size[rows]
     mu = expected_counts(pred_block, lib, log_base=None)
@@ -238,7 +265,6 @@ def prediction_output(
         return pred
     panel = pd.Index(pred.var_names.astype(str))
     n_cells = pred.n_obs
-    genes = query.genes if all_genes else panel
     cols = query.genes.get_indexer(panel)
     if (cols < 0).any():
         raise DataContractError(
@@ -250,12 +276,7 @@ def prediction_output(
     if output == "counts":
         _check_counts_query(query)
         rng = check_random_state(random_state)
-        phi_by_context = {}
-        for ct in np.unique(query.contexts):
-            ct_rows = np.flatnonzero(query.contexts == ct)
-            phi_by_context[ct] = nb_dispersion(
-                _rows(query.counts, ct_rows, cols), query.library_size[ct_rows]
-            )
+        phi_by_context = context_dispersions(query, cols)
         for start in range(0, n_cells, _CHUNK):
             rows = np.arange(start, min(start + _CHUNK, n_cells))
             block = pred_X[rows]
@@ -274,13 +295,7 @@ def prediction_output(
         X = sp.csr_matrix(pred_X, dtype=np.float32)
         source = query.X
     if all_genes:
-        # carry the query's own values, then put the predicted panel in its columns
-        rest = np.setdiff1d(np.arange(len(genes)), cols)
-        carried = _rows(source, np.arange(n_cells), rest).astype(np.float32)
-        order = np.argsort(np.concatenate([cols, rest]), kind="stable")
-        X = sp.hstack([X, carried], format="csr")[:, order]
-        var = query.var.copy()
-        var.index = pd.Index(genes, name=query.var.index.name)
+        X, var = with_all_genes(X, query, source, cols)
     else:
         var = pred.var.copy()
     if output == "counts":

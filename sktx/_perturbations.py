@@ -261,17 +261,10 @@ class _Sampler:
         self._phi, self._cols = None, None
 
     def phi(self, cols) -> dict:
-        from sktx._counts import _rows, nb_dispersion
+        from sktx._counts import context_dispersions
 
         if self._cols is None or not np.array_equal(cols, self._cols):
-            ctx = self.ctrl.contexts
-            self._phi = {
-                ct: nb_dispersion(
-                    _rows(self.ctrl.counts, np.flatnonzero(ctx == ct), cols),
-                    self.ctrl.library_size[ctx == ct],
-                )
-                for ct in np.unique(ctx)
-            }
+            self._phi = context_dispersions(self.ctrl, cols)
             self._cols = cols
         return self._phi
 
@@ -279,7 +272,7 @@ class _Sampler:
         """One chunk: log1p prediction, then counts (CSR float32)."""
         import anndata as ad
 
-        from sktx._counts import _rows, expected_counts, sample_counts
+        from sktx._counts import _rows, expected_counts, sample_counts, with_all_genes
 
         data = prepare(query, **self.keys, require_control=False)
         pred = model.predict(data if "perturbation_key" in self.mkeys else query)
@@ -311,12 +304,7 @@ class _Sampler:
         del y
         var = pred.var.copy()
         if all_genes:  # genes the model does not predict: the query cells' own counts
-            rest = np.setdiff1d(np.arange(data.n_vars), cols)
-            carried = _rows(data.counts, np.arange(data.n_obs), rest).astype(np.float32)
-            order = np.argsort(np.concatenate([cols, rest]), kind="stable")
-            X = sp.hstack([X, carried], format="csr")[:, order]
-            var = data.var.copy()
-            var.index = pd.Index(data.genes, name=data.var.index.name)
+            X, var = with_all_genes(X, data, data.counts, cols)
         X.sort_indices()
         X.eliminate_zeros()
         return ad.AnnData(X=X, obs=pred.obs.copy(), var=var)

@@ -45,8 +45,10 @@ N_NEIGHBORS = 5
 COEXPRESSION_WEIGHT = 0.5
 
 
-def set_membership(gene_sets) -> tuple[list[str] | None, sp.csr_matrix | None]:
+def set_membership(sets: dict) -> tuple[list[str] | None, sp.csr_matrix | None]:
     """Upper-case genes and their gene x set 0/1 CSR matrix; ``(None, None)`` without sets.
+
+    ``sets`` as :func:`~sktx.genesets.read_gene_sets` returns them (name -> genes).
 
     Examples
     --------
@@ -54,7 +56,6 @@ def set_membership(gene_sets) -> tuple[list[str] | None, sp.csr_matrix | None]:
     >>> list(genes), M.toarray().tolist()
     (['A', 'B'], [[1.0, 0.0], [1.0, 1.0]])
     """
-    sets = read_gene_sets(gene_sets) if gene_sets is not False else {}
     sets = {k: v for k, v in sets.items() if len(v)}
     if not sets:
         return None, None
@@ -101,9 +102,9 @@ class TargetSimilarity:
     ):
         # a fitted model passes the membership it stored at fit time, so predictions
         # never re-read the gene-set files (moved, edited or absent on another machine)
-        self._set_genes, self._M = (
-            membership if membership is not None else set_membership(gene_sets)
-        )
+        if membership is None:
+            membership = set_membership(read_gene_sets(gene_sets))
+        self._set_genes, self._M = membership
         self._set_row = (
             {} if self._set_genes is None else {g: i for i, g in enumerate(self._set_genes)}
         )

@@ -261,7 +261,7 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
     )
     from sktx.regressor._start import set_membership
 
-    set_genes, M = set_membership(gene_sets)
+    set_genes, M = set_membership(sets)  # the sets read above, not the files again
     state = FittedState(
         genes=genes,
         prior_genes=list(prior_genes),

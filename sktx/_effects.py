@@ -142,8 +142,9 @@ def fit_target_effects(
     ok = 1.0 - h > 1e-6
     for c in _chunks(n_genes):
         coef[:, c] = solve @ deltas[:, c]
-        loo[:, c] = _loo(hat, deltas[:, c])
-        resid = deltas[:, c] - hat @ deltas[:, c]
+        fitted = hat @ deltas[:, c]  # once for both leave-one-out quantities
+        loo[:, c] = _loo(hat, deltas[:, c], fitted)
+        resid = deltas[:, c] - fitted
         loo_shared[ok, c] = coef[0, c] - (solve[0, ok] / (1.0 - h[ok]))[:, None] * resid[ok]
     return TargetEffects(targets, coef[0], coef[1:], float(lam), loo, loo_shared)
 
@@ -152,18 +153,21 @@ def _chunks(n_genes: int, size: int = 2048):
     return [slice(s, min(s + size, n_genes)) for s in range(0, n_genes, size)]
 
 
-def _loo(hat: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _loo(hat: np.ndarray, y: np.ndarray, fitted: np.ndarray | None = None) -> np.ndarray:
     """Exact leave-one-out predictions of the linear smoother ``hat`` for columns ``y``.
 
     A label that alone determines its own fit (leverage 1) has no out-of-sample
-    prediction: it gets 0, the "no change" answer.
+    prediction: it gets 0, the "no change" answer. ``fitted`` is ``hat @ y`` when
+    the caller has it already.
     """
     y = np.asarray(y, dtype=np.float64)
+    if fitted is None:
+        fitted = hat @ y
     h = np.diag(hat)
     free = 1.0 - h
     ok = free > 1e-6
     out = np.zeros_like(y)
-    out[ok] = ((hat @ y)[ok] - h[ok, None] * y[ok]) / free[ok, None]
+    out[ok] = (fitted[ok] - h[ok, None] * y[ok]) / free[ok, None]
     return out
 
 

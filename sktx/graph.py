@@ -204,7 +204,7 @@ def gene_set_embedding(
 _PCA_ARPACK_MAX_GENES = 5000
 
 
-def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarray:
+def pca_gene_loadings(X, n_components: int = 16, *, rows=None, random_state=0) -> np.ndarray:
     """Gene loadings of a PCA of the cells (sparse input stays sparse).
 
     Parameters
@@ -212,6 +212,8 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     X : ndarray, sparse matrix or row reader of shape (n_cells, n_genes)
         log1p expression; at most 4,000 cells (drawn at random) are used, so
         a backed file (:class:`sktx.data.BackedRows`) is read for those rows only.
+    rows : array of int, optional
+        Decompose only these cells (e.g. the controls); default all.
         Sparse input of up to 5,000 genes is decomposed by ARPACK, larger
         panels densified (float32) for a randomized PCA, which is faster there.
     n_components : int, default=16
@@ -234,11 +236,12 @@ def pca_gene_loadings(X, n_components: int = 16, *, random_state=0) -> np.ndarra
     from sklearn.utils import check_random_state
 
     rng = check_random_state(random_state)
-    n_cells, n_genes = X.shape
-    if n_cells > _PCA_MAX_CELLS:
-        X = X[np.sort(rng.choice(n_cells, _PCA_MAX_CELLS, replace=False))]
-    elif not (sp.issparse(X) or isinstance(X, np.ndarray)):
-        X = X[np.arange(n_cells)]  # a row reader of a backed file (sktx.data.BackedRows)
+    n_genes = X.shape[1]
+    rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) > _PCA_MAX_CELLS:
+        X = X[np.sort(rng.choice(rows, _PCA_MAX_CELLS, replace=False))]
+    elif len(rows) < X.shape[0] or not (sp.issparse(X) or isinstance(X, np.ndarray)):
+        X = X[rows]  # a subset, or a row reader of a backed file (sktx.data.BackedRows)
     out = np.zeros((n_genes, n_components), dtype=np.float32)
     k = min(n_components, X.shape[0] - 1, n_genes - 1)
     if k < 1:

@@ -70,7 +70,11 @@ def test_regressor_two_runs_agree(sim, query, run_a):
 
 def test_regressor_seed_matters(sim, query, run_a):
     c = _regressor(seed=1).fit(sim)
-    assert not np.array_equal(run_a.predict(query).X, c.predict(query).X)
+    # the networks differ; predictions differ unless both residuals were shrunk to 0
+    # (then both models are their start, which does not depend on the seed)
+    assert run_a.history_[:, "train_loss"] != c.history_[:, "train_loss"]
+    if run_a.residual_scale_ > 0 or c.residual_scale_ > 0:
+        assert not np.array_equal(run_a.predict(query).X, c.predict(query).X)
 
 
 def test_regressor_global_rng_does_not_leak(sim, query, run_a):

@@ -188,8 +188,9 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         The resolved precision.
     residual_scale_ : float
         Factor in [0, 1] applied to the learned residual at prediction, fitted
-        by least squares on the out-of-fold perturbations (``crossfit >= 2``)
-        or on the validation perturbations (1.0 without them).
+        by least squares on whole pseudobulks of the out-of-fold perturbations
+        and corrected for the networks' average (``crossfit >= 2``), or of the
+        validation perturbations (1.0 without them).
     crossfit_folds_ : list of list of str
         The perturbations each cross-fitted network was validated on (empty
         for a single network).

@@ -95,32 +95,6 @@ class TrainingMixin:
             self.notify("on_epoch_end", **kw)
         return self
 
-    def _fit_residual_scale(self, valid) -> float:
-        """Least-squares shrinkage in [0, 1] of the learned residual on the validation sets.
-
-        The network's residual over the baseline generalises only partly to
-        perturbations it has not seen; scaling it by
-        ``<r, t - b> / <r, r>`` (r = residual, t - b = what the baseline
-        misses) on the held-out validation perturbations keeps the part that
-        does. Without a validation split the residual is kept as is (1.0).
-        """
-        if valid is None or not len(self.history):
-            return 1.0
-        module = self._bare_module
-        module.eval()
-        sums = torch.zeros(2, dtype=torch.float64, device=self._device())
-        with torch.no_grad():
-            for sb in valid:
-                Xi, yi = self._batch(sb)
-                with self._autocast():
-                    d, _ = module(**Xi)
-                r = d.float() - Xi["baseline"]
-                miss = yi["target"] - yi["basal"] - Xi["baseline"]
-                sums += torch.stack([(r * miss).sum(), (r * r).sum()]).double()
-        # validation sets are not sharded: every process gets the same factor
-        num, den = sums.tolist()
-        return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
-
 
 @contextmanager
 def _threads(n_jobs: int | None):

@@ -100,8 +100,8 @@ def ensemble_scale(scale, n_networks: int):
     return float(out) if out.ndim == 0 else out.astype(np.float32)
 
 
-def residual_scale(sums) -> float:
-    """Least-squares factor ``<r, t - b> / <r, r>`` clipped to [0, 1] (1 without a residual).
+def residual_scale(sums, empty: float = 1.0) -> float:
+    """Least-squares factor ``<r, t - b> / <r, r>`` in [0, 1]; ``empty`` without a residual.
 
     Examples
     --------
@@ -109,7 +109,7 @@ def residual_scale(sums) -> float:
     (0.5, 0.0, 1.0)
     """
     num, den = (float(np.sum(v)) for v in sums)
-    return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 1.0
+    return float(np.clip(num / den, 0.0, 1.0)) if den > 0 else float(empty)
 
 
 def gene_residual_scale(sums, prior: float | None = None) -> np.ndarray:

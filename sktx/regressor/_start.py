@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from sktx.baselines._knn import _MIN_SIMILARITY, _membership
 from sktx.data import split_targets
 from sktx.genesets import read_gene_sets
-from sktx.regressor._crossfit import gene_residual_scale
+from sktx.regressor._crossfit import gene_residual_scale, residual_scale
 
 __all__ = ["Start", "TargetSimilarity", "fit_start", "least_squares_factor", "set_membership"]
 
@@ -168,10 +168,7 @@ def least_squares_factor(y: np.ndarray, x: np.ndarray, empty: float) -> float:
     >>> least_squares_factor(np.array([1.0, 1.0]), np.array([2.0, 2.0]), 1.0)
     0.5
     """
-    den = float(np.sum(x * x))
-    if den <= 0:
-        return float(empty)
-    return float(np.clip(np.sum(y * x) / den, 0.0, 1.0))
+    return residual_scale([np.sum(y * x), np.sum(x * x)], empty)
 
 
 def absolute_error_factor(y: np.ndarray, x: np.ndarray, empty: float) -> float:

@@ -244,6 +244,82 @@ def _plan(early, n_phases):
     return "auto" if early == "auto" else [*early, None][-n_phases:]
 
 
+def _sim():
+    sim = make_perturbseq(
+        n_cells=3000, n_genes=5000, n_perturbations=30, n_combinations=5, random_state=0
+    )
+    keys = dict(perturbation_key="target_gene", control_label="non-targeting", cell_type_key=None)
+    return sim, keys
+
+
+def diagnose(model_kw):
+    """What the sim's validation loss is made of, and what an epoch costs (``--diagnose``).
+
+    The loss compares ``basal + delta`` with the perturbed set's mean, ``basal`` being
+    the mean of the set's own 32 sampled control cells: replacing it by the fitted
+    control mean (what prediction uses) shows how much of the loss is that sampling noise.
+    """
+    import sktx.regressor._estimator as estimator_module
+    from sktx import prepare
+
+    sim, keys = _sim()
+    train, test = _split(sim, keys)
+    n_genes = train.n_vars
+    train = prepare(train, **keys)
+    samplers, original = [], estimator_module.SetSampler
+
+    class Recording(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    estimator_module.SetSampler = Recording
+    try:
+        pipe = _pipe(keys, [], model_kw).set_params(select__n_genes=n_genes, model__max_epochs=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe.fit(train)
+            score = pipe.score(test)
+    finally:
+        estimator_module.SetSampler = original
+    model = pipe[-1]
+    state, valid = model.fitted_state_, samplers[-1]
+    mu, tokens = state.ctrl_means[0], state.tokens  # one cell type in the sim
+    sums, n = np.zeros(3), 0
+    for sb in valid:
+        labels = zip(state.delta_labels, state.delta_cts, strict=True)
+        starts = [model._baseline(lab, ct, state) for lab, ct in labels]
+        base = np.stack([starts[g] for g in sb.groups])
+        on_tokens = sb.basal.copy()
+        on_tokens[:, tokens] = mu[tokens]
+        for k, basal in enumerate((sb.basal, np.broadcast_to(mu, sb.basal.shape), on_tokens)):
+            sums[k] += np.mean((basal + base - sb.target) ** 2) * len(sb.groups)
+        n += len(sb.groups)
+    loss = sums / n
+    print(
+        f"validation loss of the untrained start {loss[0]:.5f}; with the fitted control "
+        f"mean as basal on all genes {loss[1]:.5f}, on the {len(tokens)} token genes only "
+        f"{loss[2]:.5f}; held-out score of the untrained start {score:.5f}"
+    )
+    for kw in (
+        {"model__max_tokens": 100},
+        {"model__max_tokens": 500},
+        {},
+        {"model__batch_size": 2},
+    ):
+        p = _pipe(keys, [], model_kw).set_params(
+            select__n_genes=n_genes, model__max_epochs=3, model__early_stopping=False, **kw
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p.fit(train)
+        hist = p[-1].history
+        print(
+            f"{kw or 'defaults'}: {np.mean([h['dur'] for h in hist]):.2f} s per epoch, "
+            f"{hist[-1]['train_batch_count']} optimizer steps per epoch"
+        )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="15 s per run (smoke test)")
@@ -272,12 +348,19 @@ def main(argv=None):
     )
     ap.add_argument("--out", default="progressive", help="results name (benchmarks/results)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="only print what the sim's validation loss is made of and the epoch costs",
+    )
     args = ap.parse_args(argv)
     budget = 15.0 if args.quick else args.budget
     rows, results = [], {}
     load_before = os.getloadavg()[0]
     cpu = args.clock == "cpu"
     model_kw = dict(set_size=32, batch_size=8, n_jobs=args.threads)
+    if args.diagnose:
+        return diagnose(model_kw)
     if args.skip_norman:
         pass
     elif NORMAN.exists():
@@ -298,12 +381,7 @@ def main(argv=None):
         print(f"skipping Norman: {NORMAN} not found")
 
     if not args.skip_sim:
-        sim = make_perturbseq(
-            n_cells=3000, n_genes=5000, n_perturbations=30, n_combinations=5, random_state=0
-        )
-        keys = dict(
-            perturbation_key="target_gene", control_label="non-targeting", cell_type_key=None
-        )
+        sim, keys = _sim()
         early = _early(args.sim_early_epochs)
         variants = {
             # the panel grows; phases at or above max_tokens (2048) run 2048 tokens

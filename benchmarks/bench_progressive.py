@@ -301,6 +301,22 @@ def diagnose(model_kw):
         f"mean as basal on all genes {loss[1]:.5f}, on the {len(tokens)} token genes only "
         f"{loss[2]:.5f}; held-out score of the untrained start {score:.5f}"
     )
+    if NORMAN.exists():
+        import anndata as ad
+
+        norman_keys = dict(
+            perturbation_key="perturbation", control_label="control", cell_type_key="cell_type"
+        )
+        n_train, n_test = _split(ad.read_h5ad(NORMAN), norman_keys)
+        start = _pipe(norman_keys, [], model_kw).set_params(
+            select__n_genes=n_train.n_vars, model__max_epochs=0
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start.fit(prepare(n_train, **norman_keys))
+            print(
+                f"Norman/McFaline: held-out score of the untrained start {start.score(n_test):.5f}"
+            )
     for kw in (
         {"model__max_tokens": 100},
         {"model__max_tokens": 500},

@@ -246,8 +246,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
     >>> from sktx.regressor import PerturbationRegressor
     >>> from sktx.selection import GeneSelector
     >>> adata = make_perturbseq(n_cells=400, n_genes=60, n_perturbations=6, random_state=0)
-    >>> pipe = Pipeline([("select", GeneSelector()),
-    ...                  ("model", PerturbationRegressor(d_model=16, set_size=16))])
+    >>> model = PerturbationRegressor(d_model=16, set_size=16, crossfit=0)  # one network
+    >>> pipe = Pipeline([("select", GeneSelector()), ("model", model)])
     >>> prog = ProgressiveFit(pipe, phases=(20, 60), epochs_per_phase=2, random_state=0)
     >>> prog = prog.fit(adata)
     >>> [(p["n_genes"], p["epochs"]) for p in prog.phase_history_]

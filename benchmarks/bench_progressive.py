@@ -9,8 +9,12 @@ CPU time) each run needs to first reach it, the ratio curriculum / standard (aim
 <= 0.6), and the held-out score on perturbations neither run saw (``-MSE`` of
 pseudobulk deltas, higher is better). Only epochs whose validation loss is over the
 full final panel count for the curriculum: every epoch of a token curriculum
-(``param="model__max_tokens"``, the panel stays whole), the last phase of a gene
-curriculum.
+(``param="model__max_tokens"``, the panel stays whole) or of a batch curriculum
+(``param="model__batch_size"``: small, cheap optimizer steps first, each phase ending
+when its validation loss stops improving, then the model's own batch size), the last
+phase of a gene curriculum. The control row ``batch 2 only`` is a plain fit at the
+batch curriculum's first batch size (a one-phase ProgressiveFit): it tells how much of
+the batch curriculum's gain a smaller batch alone would give.
 
 Run::
 
@@ -189,12 +193,20 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = sum(len(out) - 1 for out in results.values())
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False)
+    # one row per dataset, one panel per curriculum
+    n_cols = max(len(out) - 1 for out in results.values())
+    fig, axes = plt.subplots(
+        len(results), n_cols, figsize=(5 * n_cols, 3.6 * len(results)), squeeze=False
+    )
+    for row, out in zip(axes, results.values(), strict=True):
+        for ax in row[len(out) - 1 :]:
+            ax.set_visible(False)
     panels = [
-        (name, mode, out) for name, out in results.items() for mode in out if mode != "standard"
+        (ax, name, mode, out)
+        for row, (name, out) in zip(axes, results.items(), strict=True)
+        for ax, mode in zip(row, [m for m in out if m != "standard"], strict=False)
     ]
-    for ax, (name, mode, out) in zip(axes[0], panels, strict=True):
+    for ax, name, mode, out in panels:
         std, prog = out["standard"], out[mode]
         t, v = [r[0] for r in std["log"]], [r[1] for r in std["log"]]
         ax.plot(t, v, "o-", ms=3, color="black", label="standard (defaults)")
@@ -218,6 +230,11 @@ def plot(results, path):
     print("wrote", path)
 
 
+# sets of 2, then the model's 8: ~4x the optimizer steps per second while the validation
+# loss falls fast; the first phase ends at its first epoch without improvement
+BATCH = dict(param="model__batch_size", phases=(2, 8), epochs_per_phase="auto", phase_patience=1)
+
+
 def _early(spec: str):
     return "auto" if spec == "auto" else [int(e) for e in spec.split(",")]
 
@@ -225,6 +242,98 @@ def _early(spec: str):
 def _plan(early, n_phases):
     # the last phase keeps the model's own max_epochs and early stopping (None)
     return "auto" if early == "auto" else [*early, None][-n_phases:]
+
+
+def _sim():
+    sim = make_perturbseq(
+        n_cells=3000, n_genes=5000, n_perturbations=30, n_combinations=5, random_state=0
+    )
+    keys = dict(perturbation_key="target_gene", control_label="non-targeting", cell_type_key=None)
+    return sim, keys
+
+
+def diagnose(model_kw):
+    """What the sim's validation loss is made of, and what an epoch costs (``--diagnose``).
+
+    The loss compares ``basal + delta`` with the perturbed set's mean, ``basal`` being
+    the mean of the set's own 32 sampled control cells: replacing it by the fitted
+    control mean (what prediction uses) shows how much of the loss is that sampling noise.
+    """
+    import sktx.regressor._estimator as estimator_module
+    from sktx import prepare
+
+    sim, keys = _sim()
+    train, test = _split(sim, keys)
+    n_genes = train.n_vars
+    train = prepare(train, **keys)
+    samplers, original = [], estimator_module.SetSampler
+
+    class Recording(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            samplers.append(self)
+
+    estimator_module.SetSampler = Recording
+    try:
+        pipe = _pipe(keys, [], model_kw).set_params(select__n_genes=n_genes, model__max_epochs=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe.fit(train)
+            score = pipe.score(test)
+    finally:
+        estimator_module.SetSampler = original
+    model = pipe[-1]
+    state, valid = model.fitted_state_, samplers[-1]
+    mu, tokens = state.ctrl_means[0], state.tokens  # one cell type in the sim
+    sums, n = np.zeros(3), 0
+    for sb in valid:
+        labels = zip(state.delta_labels, state.delta_cts, strict=True)
+        starts = [model._baseline(lab, ct, state) for lab, ct in labels]
+        base = np.stack([starts[g] for g in sb.groups])
+        on_tokens = sb.basal.copy()
+        on_tokens[:, tokens] = mu[tokens]
+        for k, basal in enumerate((sb.basal, np.broadcast_to(mu, sb.basal.shape), on_tokens)):
+            sums[k] += np.mean((basal + base - sb.target) ** 2) * len(sb.groups)
+        n += len(sb.groups)
+    loss = sums / n
+    print(
+        f"validation loss of the untrained start {loss[0]:.5f}; with the fitted control "
+        f"mean as basal on all genes {loss[1]:.5f}, on the {len(tokens)} token genes only "
+        f"{loss[2]:.5f}; held-out score of the untrained start {score:.5f}"
+    )
+    if NORMAN.exists():
+        import anndata as ad
+
+        norman_keys = dict(
+            perturbation_key="perturbation", control_label="control", cell_type_key="cell_type"
+        )
+        n_train, n_test = _split(ad.read_h5ad(NORMAN), norman_keys)
+        start = _pipe(norman_keys, [], model_kw).set_params(
+            select__n_genes=n_train.n_vars, model__max_epochs=0
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            start.fit(prepare(n_train, **norman_keys))
+            print(
+                f"Norman/McFaline: held-out score of the untrained start {start.score(n_test):.5f}"
+            )
+    for kw in (
+        {"model__max_tokens": 100},
+        {"model__max_tokens": 500},
+        {},
+        {"model__batch_size": 2},
+    ):
+        p = _pipe(keys, [], model_kw).set_params(
+            select__n_genes=n_genes, model__max_epochs=3, model__early_stopping=False, **kw
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p.fit(train)
+        hist = p[-1].history
+        print(
+            f"{kw or 'defaults'}: {np.mean([h['dur'] for h in hist]):.2f} s per epoch, "
+            f"{hist[-1]['train_batch_count']} optimizer steps per epoch"
+        )
 
 
 def main(argv=None):
@@ -255,12 +364,19 @@ def main(argv=None):
     )
     ap.add_argument("--out", default="progressive", help="results name (benchmarks/results)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="only print what the sim's validation loss is made of and the epoch costs",
+    )
     args = ap.parse_args(argv)
     budget = 15.0 if args.quick else args.budget
     rows, results = [], {}
     load_before = os.getloadavg()[0]
     cpu = args.clock == "cpu"
     model_kw = dict(set_size=32, batch_size=8, n_jobs=args.threads)
+    if args.diagnose:
+        return diagnose(model_kw)
     if args.skip_norman:
         pass
     elif NORMAN.exists():
@@ -270,7 +386,10 @@ def main(argv=None):
         keys = dict(
             perturbation_key="perturbation", control_label="control", cell_type_key="cell_type"
         )
-        variants = {"genes": dict(phases=(100, 250, 500), epochs_per_phase=(4, 4, None))}
+        variants = {
+            "genes": dict(phases=(100, 250, 500), epochs_per_phase=(4, 4, None)),
+            "batch": BATCH,
+        }
         new, out = run("Norman/McFaline (real)", adata, keys, variants, budget, model_kw, cpu)
         rows += new
         results["Norman/McFaline"] = out
@@ -278,12 +397,7 @@ def main(argv=None):
         print(f"skipping Norman: {NORMAN} not found")
 
     if not args.skip_sim:
-        sim = make_perturbseq(
-            n_cells=3000, n_genes=5000, n_perturbations=30, n_combinations=5, random_state=0
-        )
-        keys = dict(
-            perturbation_key="target_gene", control_label="non-targeting", cell_type_key=None
-        )
+        sim, keys = _sim()
         early = _early(args.sim_early_epochs)
         variants = {
             # the panel grows; phases at or above max_tokens (2048) run 2048 tokens
@@ -295,6 +409,8 @@ def main(argv=None):
                 phases=(100, 1200, 2048),
                 epochs_per_phase=_plan(early[:2] if early != "auto" else early, 3),
             ),
+            "batch": BATCH,
+            "batch 2 only (control)": dict(param="model__batch_size", phases=(2,)),
         }
         new, out = run("simulated 5,000 genes", sim, keys, variants, budget, model_kw, cpu)
         rows += new
@@ -324,8 +440,12 @@ def main(argv=None):
             notes=(
                 "Standard = the pipeline at the final gene count with the model's defaults "
                 "(max_epochs=20, early stopping, max_tokens=2048; crossfit=0 so there is one "
-                "validation curve). Curricula: early phases with fixed epochs, the last phase "
-                "with the model's defaults. Same prepared training data, validation and test "
+                "validation curve). Curricula (ProgressiveFit defaults, shared_features=True: "
+                "one PCA of the final panel for all phases, inside the clock): genes and tokens "
+                "with fixed early epochs, batch = batch_size 2 until the validation loss stops "
+                "improving (phase_patience=1), then the model's batch_size 8; the last phase "
+                "always with the model's defaults. 'batch 2 only (control)' = a plain fit at "
+                "batch_size 2 (one phase). Same prepared training data, validation and test "
                 "perturbations and seeds for all; torch's one-off import is paid before the "
                 "clocks. Target = the standard run's best validation loss over the full final "
                 "panel; 's to target' = wall time from the start of the run (selection and "

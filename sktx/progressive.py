@@ -8,6 +8,7 @@ import resource
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
@@ -80,6 +81,35 @@ def _prepare_once(X, estimator):
     return prepare(X, **keys)
 
 
+def _shared_features(estimator, X, model, param, n_last, seed):
+    """Context giving every phase the PCA gene loadings of the last phase's panel.
+
+    Only for a :class:`~sktx.regressor.PerturbationRegressor` alone or as the last
+    step of a pipeline (its earlier steps, e.g. the selector, are fitted here with
+    the last phase's ``param``; each phase fits them again). Anything else: no-op.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from sktx.regressor import PerturbationRegressor
+    from sktx.regressor._state import gene_loadings, shared_loadings
+
+    if not isinstance(model, PerturbationRegressor):
+        return nullcontext()
+    if isinstance(estimator, Pipeline) and estimator.steps[-1][1] is model:
+        before = [s for _, s in estimator.steps[:-1] if s not in (None, "passthrough")]
+    elif estimator is model:
+        before = []
+    else:
+        return nullcontext()
+    estimator.set_params(**{param: n_last})
+    for step in before:
+        X = step.fit_transform(X)
+    data = model._prepare(X, require_control=False)
+    X32 = data.X32
+    loadings = gene_loadings(X32, data.is_control, 0 if seed is None else seed)
+    return shared_loadings([str(g) for g in data.genes], loadings, X32.shape[0])
+
+
 def _n_genes(X) -> int:
     if hasattr(X, "n_vars"):
         return int(X.n_vars)
@@ -143,6 +173,14 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
     warm_start_param : str, default="model__warm_start"
         Parameter switched to ``True`` from the second phase on (``False`` in
         the first phase of a fresh fit).
+    shared_features : bool, default=True
+        Fit the per-gene features of a
+        :class:`~sktx.regressor.PerturbationRegressor` (PCA gene loadings) once,
+        on the last phase's panel, and give every phase the rows of its genes.
+        A gene then has the same features in every phase, so what the feature
+        projection learnt early still applies later, and no phase pays for its
+        own PCA (2.8 s of the 4.4 s setup at 5,000 genes here). ``False``: each
+        phase runs its own PCA over its panel (features differ between phases).
     reset_optimizer : bool, default=False
         Re-create the optimizer (fresh Adam moments and step count) at the
         start of every phase after the first. The default keeps the
@@ -207,8 +245,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
     >>> from sktx.regressor import PerturbationRegressor
     >>> from sktx.selection import GeneSelector
     >>> adata = make_perturbseq(n_cells=400, n_genes=60, n_perturbations=6, random_state=0)
-    >>> pipe = Pipeline([("select", GeneSelector()),
-    ...                  ("model", PerturbationRegressor(d_model=16, set_size=16))])
+    >>> model = PerturbationRegressor(d_model=16, set_size=16, crossfit=0)  # one network
+    >>> pipe = Pipeline([("select", GeneSelector()), ("model", model)])
     >>> prog = ProgressiveFit(pipe, phases=(20, 60), epochs_per_phase=2, random_state=0)
     >>> prog = prog.fit(adata)
     >>> [(p["n_genes"], p["epochs"]) for p in prog.phase_history_]
@@ -226,6 +264,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         phase_patience: int = 2,
         patience_param: str = "model__n_iter_no_change",
         warm_start_param: str = "model__warm_start",
+        shared_features: bool = True,
         reset_optimizer: bool = False,
         warm_start: bool = False,
         random_state=None,
@@ -239,6 +278,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         self.phase_patience = phase_patience
         self.patience_param = patience_param
         self.warm_start_param = warm_start_param
+        self.shared_features = shared_features
         self.reset_optimizer = reset_optimizer
         self.warm_start = warm_start
         self.random_state = random_state
@@ -390,32 +430,38 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         history = list(getattr(self, "phase_history_", [])) if resume else []
         # checked and normalised once for all phases (and the selector ranks it once)
         X = _prepare_once(X, estimator)
-        for k, n in enumerate(plan):
-            warm = k > 0 or resume
-            params = {self.param: n, self.warm_start_param: warm}
-            if epochs is not None:
-                auto = plan_epochs[k] == "auto"
-                params[self.epochs_param] = (
-                    own_epochs if auto or plan_epochs[k] is None else plan_epochs[k]
-                )
-                if self._uses_auto():
-                    params[self.patience_param] = self.phase_patience if auto else own_patience
-            estimator.set_params(**params)
-            if warm and self.reset_optimizer and getattr(model, "initialized_", False):
-                model.initialize_optimizer()
-            n_before = len(getattr(model, "history", None) or [])
-            start = time.perf_counter()
-            estimator.fit(X, y, **fit_params)
-            wall = time.perf_counter() - start
-            record = self._phase_record(model, n_before, n, wall, seed, len(history) + 1)
-            history.append(record)
-            if self.verbose > 0:
-                print(
-                    f"[ProgressiveFit] phase {record['phase']}: {n} genes, "
-                    f"{record['epochs']} epoch{'' if record['epochs'] == 1 else 's'}, "
-                    f"train_loss {_last(record['train_loss']):.4g}, "
-                    f"valid_loss {record['valid_metric']:.4g}, {wall:.1f} s"
-                )
+        start = time.perf_counter()
+        shared = nullcontext()
+        if self.shared_features:
+            shared = _shared_features(estimator, X, model, self.param, plan[-1], seed)
+        setup = time.perf_counter() - start  # counted in the first phase's wall time
+        with shared:
+            for k, n in enumerate(plan):
+                warm = k > 0 or resume
+                params = {self.param: n, self.warm_start_param: warm}
+                if epochs is not None:
+                    auto = plan_epochs[k] == "auto"
+                    params[self.epochs_param] = (
+                        own_epochs if auto or plan_epochs[k] is None else plan_epochs[k]
+                    )
+                    if self._uses_auto():
+                        params[self.patience_param] = self.phase_patience if auto else own_patience
+                estimator.set_params(**params)
+                if warm and self.reset_optimizer and getattr(model, "initialized_", False):
+                    model.initialize_optimizer()
+                n_before = len(getattr(model, "history", None) or [])
+                start = time.perf_counter()
+                estimator.fit(X, y, **fit_params)
+                wall = time.perf_counter() - start + (setup if k == 0 else 0.0)
+                record = self._phase_record(model, n_before, n, wall, seed, len(history) + 1)
+                history.append(record)
+                if self.verbose > 0:
+                    print(
+                        f"[ProgressiveFit] phase {record['phase']}: {n} genes, "
+                        f"{record['epochs']} epoch{'' if record['epochs'] == 1 else 's'}, "
+                        f"train_loss {_last(record['train_loss']):.4g}, "
+                        f"valid_loss {record['valid_metric']:.4g}, {wall:.1f} s"
+                    )
         # leave the estimator as a plain (non-warm) fit would, so refitting it starts fresh
         restore = {self.warm_start_param: False}
         if self._uses_auto():

@@ -301,3 +301,97 @@ def test_token_curriculum_keeps_the_whole_panel(data):
     assert all(np.isfinite(h["valid_metric"]) for h in prog.phase_history_)
     # the validation losses of all phases are over the same genes and perturbations
     assert prog.phase_history_[2]["valid_metric"] <= prog.phase_history_[0]["valid_metric"] * 1.05
+
+
+def _phase_states(monkeypatch):
+    """Record the fitted state each phase builds (and count the PCAs run)."""
+    import sktx.graph
+    import sktx.regressor._estimator as est
+    import sktx.regressor._state as st
+
+    states, pcas = [], []
+    build, pca = est.build_state, sktx.graph.pca_gene_loadings
+
+    def recording_build(*args, **kwargs):
+        out = build(*args, **kwargs)
+        states.append(out[0])
+        return out
+
+    def counting_pca(X, *args, **kwargs):
+        pcas.append(X.shape[1])
+        return pca(X, *args, **kwargs)
+
+    monkeypatch.setattr(est, "build_state", recording_build)
+    monkeypatch.setattr(st, "pca_gene_loadings", counting_pca)
+    monkeypatch.setattr(sktx.graph, "pca_gene_loadings", counting_pca)
+    return states, pcas
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_features_fit_the_pca_once_on_the_last_panel(data, monkeypatch, shared):
+    states, pcas = _phase_states(monkeypatch)
+    prog = ProgressiveFit(
+        _pipe(), phases=(40, 150), epochs_per_phase=1, shared_features=shared, random_state=0
+    )
+    prog.fit(data)
+    small, full = states
+    rows = [full.gene_row[g] for g in small.genes]
+    if shared:
+        # one PCA, over the last panel; a gene has the same features in both phases
+        assert pcas == [150]
+        np.testing.assert_array_equal(small.pca, full.pca[rows])
+        np.testing.assert_array_equal(small.gene_feat, full.gene_feat[rows])
+    else:
+        assert pcas == [40, 150]
+        assert not np.allclose(small.pca, full.pca[rows])
+    # the context ends with the fit: a plain fit runs its own PCA again
+    from sktx.regressor._state import _SHARED
+
+    assert _SHARED.get() is None
+    clone(prog.estimator_).set_params(select__n_genes=40, model__max_epochs=0).fit(data)
+    assert pcas[-1] == 40
+
+
+def test_shared_features_leave_the_last_phase_as_a_plain_fit(data):
+    # one phase with shared features is a plain fit: ARPACK's loadings do not depend
+    # on the seed here, and the seed the model would have used is still drawn
+    pipe = Pipeline(
+        [
+            ("select", GeneSelector(n_genes=150)),
+            ("model", PerturbationRegressor(**SMALL, max_epochs=1)),
+        ]
+    )
+    prog = ProgressiveFit(pipe, param="model__max_tokens", phases=(150,), random_state=0)
+    prog.fit(data)
+    seed = prog.phase_history_[0]["seed"]
+    plain = clone(pipe).set_params(select__random_state=seed, model__random_state=seed)
+    plain.fit(data)
+    a, b = prog.estimator_[-1].fitted_state_, plain[-1].fitted_state_
+    np.testing.assert_array_equal(a.pca, b.pca)
+    np.testing.assert_array_equal(a.neighbors, b.neighbors)
+    assert prog.estimator_[-1].history[-1, "valid_loss"] == plain[-1].history[-1, "valid_loss"]
+
+
+def test_shared_loadings_skip_other_cells_and_unknown_genes():
+    import scipy.sparse as sp
+
+    from sktx.regressor._state import _pca, shared_loadings
+
+    X = sp.random(30, 4, density=0.5, random_state=0, format="csr", dtype=np.float32)
+    ref = np.arange(64, dtype=np.float32).reshape(4, 16)
+    ctrl = np.zeros(30, dtype=bool)  # too few controls: the PCA runs on all cells
+    with shared_loadings(["A", "B", "C", "D"], ref, 30):
+        got, scale = _pca(X[:, :2], ["C", "A"], np.random.RandomState(0), ctrl)
+        np.testing.assert_array_equal(got, ref[[2, 0]])
+        assert scale == pytest.approx(float(np.sqrt(np.mean(ref**2))))
+        other, _ = _pca(
+            X[:20], ["A", "B", "C", "D"], np.random.RandomState(0), ctrl[:20]
+        )  # other cells
+        unknown, _ = _pca(X[:, :2], ["A", "Z"], np.random.RandomState(0), ctrl)
+    assert not np.array_equal(other, ref) and not np.array_equal(unknown, ref[[0, 1]])
+    # the seed is drawn either way, so the rest of a fit samples alike
+    a, b = np.random.RandomState(0), np.random.RandomState(0)
+    with shared_loadings(["A"], ref[:1], 30):
+        _pca(X[:, :1], ["A"], a, ctrl)
+    _pca(X[:, :1], ["A"], b, ctrl)
+    assert a.randint(100) == b.randint(100)

@@ -8,7 +8,9 @@ A plain dataclass of numpy arrays and lists, held by the estimator
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +20,14 @@ from sktx.data import group_means, nonzero_level, split_targets
 from sktx.genesets import read_gene_sets
 from sktx.graph import build_gene_graph, gene_set_embedding, hash_genes, pca_gene_loadings
 
-__all__ = ["N_FEATURES", "FittedState", "build_state", "gene_features"]
+__all__ = [
+    "N_FEATURES",
+    "FittedState",
+    "build_state",
+    "gene_features",
+    "gene_loadings",
+    "shared_loadings",
+]
 
 _N_PCA = 16
 _N_PRIOR = 32
@@ -193,6 +202,62 @@ def choose_tokens(deltas, train_rows, targets, genes, max_tokens):
     return np.sort(order).astype(np.int64)
 
 
+# (genes, raw loadings, n_cells) a ProgressiveFit hands every phase; see `shared_loadings`
+_SHARED = contextvars.ContextVar("sktx_shared_loadings", default=None)
+
+
+@contextmanager
+def shared_loadings(genes, loadings, n_cells: int):
+    """Within the block, ``build_state`` takes its PCA gene loadings from ``loadings``.
+
+    :class:`~sktx.ProgressiveFit` fits the PCA once on the last phase's panel and
+    gives every phase the rows of its genes: no phase pays for a PCA, and a gene
+    has the same features (so the same learned feature embedding) in every phase.
+    A fit whose cells differ in number, or with a gene outside ``genes``, runs its
+    own PCA as usual.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with shared_loadings(["A", "B"], np.ones((2, 16), np.float32), 10):
+    ...     _SHARED.get()[0]
+    ['A', 'B']
+    """
+    row = {str(g): i for i, g in enumerate(genes)}
+    loadings = np.asarray(loadings, dtype=np.float32)
+    # the scale of the whole panel, so a gene's features do not change with the phase
+    scale = float(np.sqrt(np.mean(loadings**2))) or 1.0
+    token = _SHARED.set((list(genes), row, loadings, scale, int(n_cells)))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def gene_loadings(X, is_control, random_state) -> np.ndarray:
+    """PCA gene loadings of the control cells (all cells when controls are fewer than 50).
+
+    Co-expression from the controls, as KNNBaseline's: loadings of all fitted cells
+    would carry every fitted perturbation's effect into its own target's features,
+    which a target unseen in training cannot have.
+    """
+    ctrl = np.flatnonzero(is_control)
+    rows = ctrl if len(ctrl) >= _MIN_PCA_CONTROLS else None
+    return pca_gene_loadings(X, _N_PCA, rows=rows, random_state=random_state)
+
+
+def _pca(X, genes, rng, is_control):
+    """``(raw loadings, scale)`` of the panel: shared ones (``shared_loadings``) or a PCA."""
+    seed = rng.randint(2**31 - 1)  # drawn either way: the later draws stay the same
+    shared = _SHARED.get()
+    if shared is not None and X.shape[0] == shared[4]:
+        rows = [shared[1].get(g) for g in genes]
+        if None not in rows:
+            return shared[2][rows], shared[3]
+    pca = gene_loadings(X, is_control, seed)
+    return pca, float(np.sqrt(np.mean(pca**2))) or 1.0
+
+
 def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_tokens=None):
     """Fit the gene features, graph and baseline inputs of one ``fit`` call.
 
@@ -220,20 +285,7 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
     graph : GeneGraph
     """
     genes = [str(g) for g in data.genes]
-    # Co-expression from the control cells (as KNNBaseline's): loadings of all fitted
-    # cells carry every fitted perturbation's effect, so a fitted perturbation's own
-    # target looked more predictable out of fold than an unseen one at prediction, and
-    # the cross-fitted residual scale came out too high (Datlinger 2017: 0.9 out of
-    # fold where ~0.25 was best on held-out perturbations). All cells when controls
-    # are too few for a PCA.
-    ctrl_rows = np.flatnonzero(data.is_control)
-    pca = pca_gene_loadings(
-        X,
-        _N_PCA,
-        rows=ctrl_rows if len(ctrl_rows) >= _MIN_PCA_CONTROLS else None,
-        random_state=rng.randint(2**31 - 1),
-    )
-    scale = float(np.sqrt(np.mean(pca**2))) or 1.0
+    pca, scale = _pca(X, genes, rng, data.is_control)
     sets = read_gene_sets(gene_sets)  # parsed once per process (cached on path + mtime)
     prior_genes, prior_emb = gene_set_embedding(sets, _N_PRIOR) if sets else ([], None)
     if prior_emb is None:

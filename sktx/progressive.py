@@ -179,7 +179,7 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         on the last phase's panel, and give every phase the rows of its genes.
         A gene then has the same features in every phase, so what the feature
         projection learnt early still applies later, and no phase pays for its
-        own PCA (2.8 s of the 4.4 s setup at 5,000 genes here). ``False``: each
+        own PCA. ``False``: each
         phase runs its own PCA over its panel (features differ between phases).
     reset_optimizer : bool, default=False
         Re-create the optimizer (fresh Adam moments and step count) at the

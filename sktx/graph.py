@@ -212,10 +212,10 @@ def pca_gene_loadings(X, n_components: int = 16, *, rows=None, random_state=0) -
     X : ndarray, sparse matrix or row reader of shape (n_cells, n_genes)
         log1p expression; at most 4,000 cells (drawn at random) are used, so
         a backed file (:class:`sktx.data.BackedRows`) is read for those rows only.
-    rows : array of int, optional
-        Decompose only these cells (e.g. the controls); default all.
         Sparse input of up to 5,000 genes is decomposed by ARPACK, larger
         panels densified (float32) for a randomized PCA, which is faster there.
+    rows : array of int, optional
+        Decompose only these cells (e.g. the controls); default all.
     n_components : int, default=16
         Output width; components beyond the rank are zero.
     random_state : int or RandomState, default=0

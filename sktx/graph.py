@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.neighbors import NearestNeighbors
 
 from sktx.genesets import read_gene_sets
 
@@ -264,20 +263,61 @@ def pca_gene_loadings(X, n_components: int = 16, *, rows=None, random_state=0) -
     return out
 
 
+#: Rows of the similarity matrix computed at once by :func:`_cosine_knn` (1024 x 18,080
+#: float64 is 148 MB).
+_KNN_CHUNK = 1024
+#: Decimals kept of the neighbour scores, so that rows equal up to float rounding tie.
+_KNN_DECIMALS = 9
+
+
 def _cosine_knn(emb: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` nearest rows by cosine (self excluded when present)."""
+    """Indices of the ``k`` nearest rows by cosine, self excluded; ties go to the lower index.
+
+    The score is minus the squared Euclidean distance between the unit rows
+    (zero rows stay zero), the order ``NearestNeighbors`` gave before. It is
+    computed here because sklearn's threaded k-nearest search breaks exact ties
+    by the order in which its threads visit the rows, and gene-set embeddings
+    are full of exact ties (genes in the same sets): the same seeded fit built
+    a different graph from one run to the next. Scores are rounded to
+    ``_KNN_DECIMALS`` decimals so that rows equal up to BLAS rounding tie too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _cosine_knn(np.array([[1.0, 0], [1, 0], [0, 1], [1, 0]]), 2).tolist()
+    [[1, 3], [0, 3], [0, 1], [0, 1]]
+    """
     n = emb.shape[0]
     k = min(k, n - 1)
     if k <= 0:
         return np.empty((n, 0), dtype=np.int64)
+    emb = np.asarray(emb, dtype=np.float64)
     norm = np.linalg.norm(emb, axis=1, keepdims=True)
-    unit = np.divide(emb, norm, out=np.zeros_like(emb, dtype=np.float64), where=norm > 0)
-    nn_ = NearestNeighbors(n_neighbors=k + 1).fit(unit)
-    _, idx = nn_.kneighbors(unit)
+    unit = np.divide(emb, norm, out=np.zeros_like(emb), where=norm > 0)
+    sq = np.einsum("ij,ij->i", unit, unit)
+    # -|u - v|^2 = 2 u.v - |u|^2 - |v|^2; |u|^2 is the same along a row, so dropped
+    scale = 10.0**_KNN_DECIMALS
+    right = unit.T * (2.0 * scale)
+    offset = sq * scale
     out = np.empty((n, k), dtype=np.int64)
-    for i in range(n):
-        row = idx[i][idx[i] != i]
-        out[i] = row[:k]
+    for start in range(0, n, _KNN_CHUNK):
+        stop = min(n, start + _KNN_CHUNK)
+        score = unit[start:stop] @ right
+        score -= offset
+        # integer-valued after this, so rows equal up to float rounding tie exactly
+        np.rint(score, out=score)
+        local = np.arange(stop - start)
+        score[local, local + start] = -np.inf
+        top = np.argpartition(score, n - k, axis=1)[:, n - k :]
+        kth = score[local, top[:, 0]][:, None]  # the k-th largest per row
+        # rows with more ties at the k-th score than places left: lowest indices first
+        for r in np.flatnonzero((score >= kth).sum(axis=1) > k):
+            above = np.flatnonzero(score[r] > kth[r, 0])
+            tied = np.flatnonzero(score[r] == kth[r, 0])[: k - above.size]
+            top[r] = np.concatenate([above, tied])
+        # best first; equal scores by index
+        order = np.lexsort((top, -np.take_along_axis(score, top, axis=1)), axis=1)
+        out[start:stop] = np.take_along_axis(top, order, axis=1)
     return out
 
 

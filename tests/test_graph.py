@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sktx.graph import (
+    _cosine_knn,
     build_gene_graph,
     gene_set_embedding,
     hash_genes,
@@ -156,3 +157,47 @@ def test_pca_of_a_wide_sparse_matrix_is_randomized_and_agrees(monkeypatch):
     assert calls, "a panel wider than _PCA_ARPACK_MAX_GENES is densified"
     assert randomized.dtype == np.float32
     np.testing.assert_allclose(np.abs(randomized), np.abs(arpack), atol=2e-3)
+
+
+def _tied_groups(noise: float) -> np.ndarray:
+    """Three groups of four rows, equal within a group up to ``noise``."""
+    rng = np.random.RandomState(0)
+    emb = np.repeat(rng.randn(3, 8), 4, axis=0)
+    return emb + rng.randn(*emb.shape) * noise
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-13])
+def test_cosine_knn_breaks_ties_by_index_whatever_the_float_noise(noise):
+    # genes in exactly the same sets have equal embedding rows; which of them become
+    # neighbours must not depend on last-bit rounding (sklearn's threaded search
+    # broke such ties differently from run to run)
+    idx = _cosine_knn(_tied_groups(noise), 3)
+    expected = [[j for j in range(4 * (i // 4), 4 * (i // 4) + 4) if j != i] for i in range(12)]
+    assert idx.tolist() == expected
+
+
+def test_cosine_knn_next_group_also_in_index_order_and_chunking_changes_nothing(monkeypatch):
+    import sktx.graph as graph
+
+    emb = _tied_groups(1e-13)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    idx = _cosine_knn(emb, 5)
+    for i in range(12):
+        g = i // 4
+        cos = [unit[i] @ unit[4 * h] if h != g else -np.inf for h in range(3)]
+        nxt = int(np.argmax(cos))
+        assert idx[i, 3:].tolist() == [4 * nxt, 4 * nxt + 1]
+    monkeypatch.setattr(graph, "_KNN_CHUNK", 5)
+    assert np.array_equal(graph._cosine_knn(emb, 5), idx)
+
+
+def test_cosine_knn_without_ties_matches_the_euclidean_order_of_unit_rows():
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.random.RandomState(1).randn(300, 6)
+    X[:3] = 0  # zero rows stay zero and sit at distance 1 from every unit row
+    unit = np.zeros_like(X)
+    unit[3:] = X[3:] / np.linalg.norm(X[3:], axis=1, keepdims=True)
+    _, ref = NearestNeighbors(n_neighbors=8).fit(unit).kneighbors(unit[3:])
+    ref = np.array([r[r != i + 3][:7] for i, r in enumerate(ref)])
+    assert np.array_equal(_cosine_knn(X, 7)[3:], ref)

@@ -110,6 +110,11 @@ def _shared_features(estimator, X, model, param, n_last, seed):
     return shared_loadings([str(g) for g in data.genes], loadings, X32.shape[0])
 
 
+def _sibling(param: str, name: str) -> str:
+    """``name`` in the step owning ``param`` (``"model__x"`` -> ``"model__<name>"``)."""
+    return f"{param.rsplit('__', 1)[0]}__{name}" if "__" in param else name
+
+
 def _n_genes(X) -> int:
     if hasattr(X, "n_vars"):
         return int(X.n_vars)
@@ -159,8 +164,10 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         entry lets the validation curve end the phase: up to the estimator's
         own ``max_epochs``, stopping once the validation loss has not improved
         for ``phase_patience`` epochs (the estimator's early stopping, which
-        restores the phase's best weights). ``"auto"`` alone means ``"auto"``
-        for every phase but the last, which keeps the estimator's settings.
+        restores the phase's best weights; switched on for these phases with
+        ``early_stopping="auto"`` beside ``patience_param``, then set back).
+        ``"auto"`` alone means ``"auto"`` for every phase but the last, which
+        keeps the estimator's settings.
         When clipping merges phases, their epochs are added up so the total
         is unchanged (an ``"auto"`` entry is kept as it is).
     epochs_param : str, default="model__max_epochs"
@@ -427,6 +434,11 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         own = estimator.get_params(deep=True)
         own_epochs = own.get(self.epochs_param)
         own_patience = own.get(self.patience_param)
+        # "auto" phases need the estimator's early stopping on (off by default in
+        # PerturbationRegressor); its switch sits beside the patience parameter
+        stop_param = _sibling(self.patience_param, "early_stopping")
+        own_stop = own.get(stop_param)
+        has_stop = stop_param in own
         history = list(getattr(self, "phase_history_", [])) if resume else []
         # checked and normalised once for all phases (and the selector ranks it once)
         X = _prepare_once(X, estimator)
@@ -446,6 +458,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
                     )
                     if self._uses_auto():
                         params[self.patience_param] = self.phase_patience if auto else own_patience
+                        if has_stop:
+                            params[stop_param] = "auto" if auto else own_stop
                 estimator.set_params(**params)
                 if warm and self.reset_optimizer and getattr(model, "initialized_", False):
                     model.initialize_optimizer()
@@ -466,6 +480,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         restore = {self.warm_start_param: False}
         if self._uses_auto():
             restore.update({self.epochs_param: own_epochs, self.patience_param: own_patience})
+            if has_stop:
+                restore[stop_param] = own_stop
         estimator.set_params(**restore)
         self.estimator_ = estimator
         self.phases_ = plan

@@ -264,6 +264,8 @@ def test_auto_phase_stops_when_validation_stalls(data):
     prog.fit(data)
     assert [h["epochs"] for h in prog.phase_history_] == [2, 3]
     assert prog.estimator_.get_params()["model__n_iter_no_change"] == 5
+    # the model's early stopping (off by default) was on for the "auto" phase only
+    assert prog.estimator_.get_params()["model__early_stopping"] is False
 
 
 def test_default_crossfit_networks_carry_over_phases(data):

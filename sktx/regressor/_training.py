@@ -116,9 +116,10 @@ def _threads(n_jobs: int | None):
 class _EarlyStopping(EarlyStopping):
     """skorch ``EarlyStopping`` on ``valid_loss`` that restores the best weights.
 
-    Reads its patience from the net's ``n_iter_no_change`` when training
-    starts (so ``set_params`` takes effect without re-initialising), stays
-    idle in fits without a validation split (``validation_fraction=0``, or a
+    Reads ``early_stopping`` and its patience (``n_iter_no_change``) from the
+    net when training starts (so ``set_params`` takes effect without
+    re-initialising), stays idle with ``early_stopping=False`` and in fits
+    without a validation split (``validation_fraction=0``, or a
     single training perturbation), and keeps the weights of the bare model
     (``net._bare_module``): under accelerate the module may be wrapped in DDP
     while training and unwrapped when training ends.
@@ -126,13 +127,17 @@ class _EarlyStopping(EarlyStopping):
 
     def __init__(self) -> None:
         super().__init__(monitor="valid_loss", load_best=True)
+        self.active_ = True
 
     def on_train_begin(self, net, **kwargs):
         self.patience = net.n_iter_no_change
+        # read here, not when callbacks are built, so `set_params(early_stopping=...)`
+        # between warm-started fits (ProgressiveFit's "auto" phases) takes effect
+        self.active_ = net.early_stopping is not False
         super().on_train_begin(net, **kwargs)
 
     def on_epoch_end(self, net, **kwargs):
-        if "valid_loss" not in net.history[-1]:
+        if not self.active_ or "valid_loss" not in net.history[-1]:
             return
         score = net.history[-1, self.monitor]
         if self._is_score_improved(score):
@@ -147,7 +152,8 @@ class _EarlyStopping(EarlyStopping):
 
     def on_train_end(self, net, **kwargs):
         if (
-            len(net.history)  # max_epochs=0 trains nothing
+            self.active_
+            and len(net.history)  # max_epochs=0 trains nothing
             and self.best_model_weights_ is not None
             and self.best_epoch_ != net.history[-1, "epoch"]
         ):

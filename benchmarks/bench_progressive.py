@@ -240,7 +240,7 @@ def _early(spec: str):
 
 
 def _plan(early, n_phases):
-    # the last phase keeps the model's own max_epochs and early stopping (None)
+    # the last phase keeps the model's own max_epochs and early-stopping setting (None)
     return "auto" if early == "auto" else [*early, None][-n_phases:]
 
 

@@ -264,7 +264,18 @@ def test_auto_phase_stops_when_validation_stalls(data):
     prog.fit(data)
     assert [h["epochs"] for h in prog.phase_history_] == [2, 3]
     assert prog.estimator_.get_params()["model__n_iter_no_change"] == 5
-    # the model's early stopping (off by default) was on for the "auto" phase only
+    # the model's own early-stopping setting is restored after the "auto" phase
+    assert prog.estimator_.get_params()["model__early_stopping"] == "auto"
+
+
+def test_auto_phases_switch_on_early_stopping_the_model_has_off(data):
+    # early_stopping=False: an "auto" phase still ends on its validation curve
+    prog = ProgressiveFit(
+        _pipe(lr=0.0, max_epochs=3, early_stopping=False), phases=(20, 60),
+        epochs_per_phase="auto", phase_patience=1, random_state=0,
+    )  # fmt: skip
+    prog.fit(data)
+    assert [h["epochs"] for h in prog.phase_history_] == [2, 3]
     assert prog.estimator_.get_params()["model__early_stopping"] is False
 
 

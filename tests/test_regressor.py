@@ -264,11 +264,11 @@ def test_norman_fit_beats_no_change_on_held_out_perturbations(norman, genesets_d
 def test_early_stopping_stops_and_restores_the_best_epoch(sim):
     # lr=0: the validation loss never improves after epoch 1, so training stops after
     # 1 + n_iter_no_change epochs
-    model = small(max_epochs=20, lr=0.0, n_iter_no_change=2, crossfit=0, early_stopping="auto")
-    assert len(model.fit(sim).history_) == 3
-    # off by default: every epoch runs
-    model = small(max_epochs=6, lr=0.0, n_iter_no_change=2, crossfit=0).fit(sim)
-    assert model.history_[-1, "epoch"] == 6
+    model = small(max_epochs=20, lr=0.0, n_iter_no_change=2, crossfit=0).fit(sim)
+    assert len(model.history_) == 3
+    # off: every epoch runs
+    model = small(max_epochs=6, lr=0.0, n_iter_no_change=2, crossfit=0, early_stopping=False)
+    assert model.fit(sim).history_[-1, "epoch"] == 6
     # switched on for a warm-started fit without rebuilding the callbacks
     model.set_params(early_stopping=True, warm_start=True, max_epochs=20).fit(sim)
     assert model.history_[-1, "epoch"] == 6 + 1 + 2  # its first epoch is its best
@@ -280,8 +280,7 @@ def test_early_stopping_needs_validation(sim):
     with pytest.raises(ValueError, match="early_stopping"):
         small(early_stopping="yes").fit(sim)
     # "auto" without validation trains all epochs
-    model = small(max_epochs=3, validation_fraction=0.0, crossfit=0, early_stopping="auto")
-    model = model.fit(sim)
+    model = small(max_epochs=3, validation_fraction=0.0, crossfit=0).fit(sim)
     assert len(model.history_) == 3
     assert model.residual_scale_ == 1.0
 

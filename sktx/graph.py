@@ -275,10 +275,10 @@ def _cosine_knn(emb: np.ndarray, k: int) -> np.ndarray:
 
     The score is minus the squared Euclidean distance between the unit rows
     (zero rows stay zero), the order ``NearestNeighbors`` gave before. It is
-    computed here because sklearn's threaded k-nearest search breaks exact ties
-    by the order in which its threads visit the rows, and gene-set embeddings
-    are full of exact ties (genes in the same sets): the same seeded fit built
-    a different graph from one run to the next. Scores are rounded to
+    computed here because ``NearestNeighbors`` orders exactly tied neighbours
+    differently with 1 and 2 threads, and gene-set embeddings are full of exact
+    ties (genes in the same sets): the same seeded fit built a different graph
+    from one run to the next. Scores are rounded to
     ``_KNN_DECIMALS`` decimals so that rows equal up to BLAS rounding tie too.
 
     Examples

@@ -434,8 +434,8 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         own = estimator.get_params(deep=True)
         own_epochs = own.get(self.epochs_param)
         own_patience = own.get(self.patience_param)
-        # "auto" phases need the estimator's early stopping on (off by default in
-        # PerturbationRegressor); its switch sits beside the patience parameter
+        # "auto" phases need the estimator's early stopping on, even where it has it
+        # off (early_stopping=False); its switch sits beside the patience parameter
         stop_param = _sibling(self.patience_param, "early_stopping")
         own_stop = own.get(stop_param)
         has_stop = stop_param in own

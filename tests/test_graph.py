@@ -169,8 +169,8 @@ def _tied_groups(noise: float) -> np.ndarray:
 @pytest.mark.parametrize("noise", [0.0, 1e-13])
 def test_cosine_knn_breaks_ties_by_index_whatever_the_float_noise(noise):
     # genes in exactly the same sets have equal embedding rows; which of them become
-    # neighbours must not depend on last-bit rounding (sklearn's threaded search
-    # broke such ties differently from run to run)
+    # neighbours must not depend on last-bit rounding (sklearn's NearestNeighbors
+    # ordered such ties differently with 1 and 2 threads)
     idx = _cosine_knn(_tied_groups(noise), 3)
     expected = [[j for j in range(4 * (i // 4), 4 * (i // 4) + 4) if j != i] for i in range(12)]
     assert idx.tolist() == expected

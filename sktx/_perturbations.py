@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.utils import check_random_state
 
+from sktx.context import unseen_context_basal, unseen_control_means
 from sktx.data import DataContractError, PerturbationData, prepare, validate_adata
 from sktx.data._object import DEFAULT_KEYS, resolve_keys
 
@@ -158,7 +159,14 @@ def predict_perturbations(
             own.obs[key] = ctrl
             yield own
 
-    pred = _assemble(model, queries(), n_rows, sampler, all_genes)
+    # an unseen context starts from the mean of all its controls, not of one chunk's
+    means = {}
+    if keys.get("cell_type_key") is not None:
+        rows = np.flatnonzero(info.is_control)
+        cts = controls.obs[keys["cell_type_key"]].astype(str).to_numpy()[rows]
+        means = unseen_control_means(model, controls[rows], cts)
+    with unseen_context_basal(means):
+        pred = _assemble(model, queries(), n_rows, sampler, all_genes)
     return _annotate(pred, controls, key, keys)
 
 

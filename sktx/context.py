@@ -27,13 +27,117 @@ docs/zero_shot.md) and is the default.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
 
 from sktx.data import split_targets
 
-__all__ = ["ContextTransfer", "UnseenContextWarning", "fit_context_transfer", "warn_unseen"]
+__all__ = [
+    "ContextTransfer",
+    "UnseenContextWarning",
+    "fit_context_transfer",
+    "unseen_context_basal",
+    "warn_unseen",
+]
+
+#: Control means of unseen contexts given for the calls inside `unseen_context_basal`.
+_GIVEN_BASAL: ContextVar[dict | None] = ContextVar("sktx_unseen_basal", default=None)
+#: Predicted values (cells x genes) per model call in `unseen_control_means`.
+_CHUNK_VALUES = 2**26
+
+
+@contextmanager
+def unseen_context_basal(means: Mapping[str, np.ndarray]) -> Iterator[None]:
+    """Within the block, an unseen context of ``means`` starts from the mean given here.
+
+    Without it a model starts an unseen context from the mean of that context's cells
+    in the query of each ``predict`` call, so a prediction made in several calls
+    (chunks, batches) would depend on how the cells were split between them.
+    :func:`sktx.predict_perturbations` and :func:`sktx.submission.write_submission`
+    give the mean of all the context's control cells (:func:`unseen_control_means`).
+
+    Parameters
+    ----------
+    means : mapping of str to ndarray
+        Context name -> mean over the model's genes, in the model's log1p space.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with unseen_context_basal({"new": np.zeros(3)}):
+    ...     given_basal("new", 3)
+    array([0., 0., 0.], dtype=float32)
+    >>> given_basal("new", 3) is None
+    True
+    """
+    token = _GIVEN_BASAL.set({str(k): v for k, v in means.items()})
+    try:
+        yield
+    finally:
+        _GIVEN_BASAL.reset(token)
+
+
+def given_basal(context, n_genes: int) -> np.ndarray | None:
+    """The mean :func:`unseen_context_basal` gives for ``context``, if it fits ``n_genes``."""
+    means = _GIVEN_BASAL.get()
+    value = None if not means else means.get(str(context))
+    if value is None:
+        return None
+    value = np.asarray(value, dtype=np.float32).ravel()
+    return value if value.shape[0] == n_genes else None
+
+
+def fitted_contexts(model) -> set[str] | None:
+    """Contexts a fitted sktx model (or a Pipeline / ProgressiveFit around one) has seen.
+
+    ``None`` when it cannot tell (then every context is treated as unseen).
+    """
+    seen = set()
+    while id(model) not in seen:
+        seen.add(id(model))
+        steps = getattr(model, "steps", None)
+        if steps:
+            model = steps[-1][1]
+        elif getattr(model, "estimator_", None) is not None and not hasattr(model, "fitted_state_"):
+            model = model.estimator_  # ProgressiveFit
+    state = getattr(model, "fitted_state_", None)
+    if state is not None:
+        return {str(c) for c in state.cell_types}
+    profiles = getattr(model, "control_profiles_", None)
+    if profiles is not None:
+        return {str(c) for c in profiles.index}
+    return None
+
+
+def unseen_control_means(model, cells, contexts) -> dict:
+    """Mean of each unseen context's control ``cells`` as ``model`` sees them.
+
+    ``cells`` (AnnData or PerturbationData) must hold control cells only, with
+    ``contexts`` their context names: ``predict`` hands controls back unchanged, in
+    the model's genes and log1p space (after a Pipeline's gene selection), so their
+    mean is the basal the model would take from a query holding all of them. Read
+    in chunks of about ``2**26`` values.
+    """
+    from sktx._counts import predict_output
+
+    contexts = np.asarray(contexts).astype(str)
+    fitted = fitted_contexts(model)
+    names = sorted(set(contexts.tolist()) - (fitted or set()))
+    step = max(1, _CHUNK_VALUES // max(int(cells.shape[1]), 1))
+    out = {}
+    for name in names:
+        rows = np.flatnonzero(contexts == name)
+        total = None
+        for start in range(0, len(rows), step):
+            X = predict_output(model, cells[rows[start : start + step]], output="log1p").X
+            part = np.asarray(X.sum(0), dtype=np.float64).ravel()
+            total = part if total is None else total + part
+        out[name] = (total / len(rows)).astype(np.float32)
+    return out
 
 
 class UnseenContextWarning(UserWarning):

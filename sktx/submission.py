@@ -246,6 +246,7 @@ def write_submission(
     import anndata as ad
 
     from sktx._counts import predict_output
+    from sktx.context import unseen_context_basal, unseen_control_means
     from sktx.model_selection import make_query
 
     genes = read_gene_names(genes)
@@ -264,17 +265,21 @@ def write_submission(
     parts, obs_parts = [], []
     names = sorted(set(contexts.tolist())) if contexts is not None else [None]
     targets = list(wanted)
-    for ct in names:
-        ctx = data if ct is None else data[np.flatnonzero(contexts == ct)]
-        for start in range(0, len(targets), _BATCH):
-            batch = {t: wanted[t] for t in targets[start : start + _BATCH]}
-            query = make_query(ctx, n_cells=batch, random_state=rng)
-            pred = predict_output(model, query, output="counts", all_genes=True, random_state=rng)
-            parts.append(sp.csr_matrix(pred[:, genes].X, dtype=np.float32))
-            obs_parts.append(_obs(query.labels, ct))
-        if include_controls:
-            parts.append(sp.csr_matrix(ctx.counts, dtype=np.float32))
-            obs_parts.append(_obs(ctx.labels, ct))
+    # an unseen context starts from the mean of all its controls, not of one batch's
+    with unseen_context_basal(unseen_control_means(model, data, data.contexts)):
+        for ct in names:
+            ctx = data if ct is None else data[np.flatnonzero(contexts == ct)]
+            for start in range(0, len(targets), _BATCH):
+                batch = {t: wanted[t] for t in targets[start : start + _BATCH]}
+                query = make_query(ctx, n_cells=batch, random_state=rng)
+                pred = predict_output(
+                    model, query, output="counts", all_genes=True, random_state=rng
+                )
+                parts.append(sp.csr_matrix(pred[:, genes].X, dtype=np.float32))
+                obs_parts.append(_obs(query.labels, ct))
+            if include_controls:
+                parts.append(sp.csr_matrix(ctx.counts, dtype=np.float32))
+                obs_parts.append(_obs(ctx.labels, ct))
     obs = pd.concat(obs_parts, ignore_index=True)
     obs.index = pd.Index([f"cell{i}" for i in range(len(obs))])
     out = ad.AnnData(sp.vstack(parts, format="csr"), obs=obs, var=pd.DataFrame(index=genes))

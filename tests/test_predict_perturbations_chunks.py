@@ -105,3 +105,31 @@ def test_bad_chunk_size(sim, bad):
     model = sktx.MeanBaseline().fit(sim)
     with pytest.raises(ValueError, match="chunk_size"):
         sktx.predict_perturbations(model, sim, _labels(sim)[:2], n_cells=2, chunk_size=bad)
+
+
+def test_unseen_context_starts_from_all_its_controls_whatever_the_chunks():
+    # a cell line never fitted starts from its control mean; taken from each chunk's
+    # query cells it moved with the chunking (0.05 in log1p here before)
+    import warnings
+
+    from test_zero_shot import KEYS, _lines, _regressor, _split
+
+    from sktx.context import UnseenContextWarning
+
+    train, test = _split(_lines())
+    ctrl_mean = test[test.obs["target_gene"] == "ctrl"].X.mean(0)
+    models = [_regressor(batch_size=1).fit(train), sktx.AdditiveBaseline(**KEYS).fit(train)]
+    for model in models:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnseenContextWarning)
+            one = sktx.predict_perturbations(model, test, ["P1", "P2"], n_cells=5, chunk_size=9)
+            for size in (1, 2):
+                again = sktx.predict_perturbations(
+                    model, test, ["P1", "P2"], n_cells=5, chunk_size=size
+                )
+                _equal(again, one)
+    # the baseline's profile is that mean plus the effect averaged over the fitted lines
+    p1 = one[one.obs["target_gene"] == "P1"].X
+    np.testing.assert_allclose(
+        p1, np.broadcast_to(ctrl_mean + models[1]._unseen_delta("P1"), p1.shape), rtol=1e-5
+    )

@@ -157,3 +157,36 @@ def test_cli_submit(h1, controls, files, tmp_path):
     assert "validated with cell-eval2" in res.output
     back = ad.read_h5ad(out)
     assert back.n_obs == sum(30 + i for i in range(5)) and back.n_vars == h1.n_vars
+
+
+def test_an_unseen_line_starts_from_all_its_controls_in_every_batch(
+    h1, controls, files, tmp_path, monkeypatch
+):
+    # the 2026 zero-shot case: the submission's line was never fitted. Its basal is
+    # the mean of all its control cells in every batch the submission is predicted in,
+    # not the mean of one batch's query cells
+    import sktx.submission as submission
+    from sktx._counts import predict_output
+    from sktx.context import UnseenContextWarning, given_basal
+
+    genes, _ = files
+    fitted = h1.copy()
+    fitted.obs["line"] = "H1"
+    model = MeanBaseline(**KEYS, cell_type_key="line").fit(fitted)
+    new = controls.copy()
+    new.obs["line"] = "H9"
+    expected = predict_output(model, new, output="log1p").X.mean(0)
+    seen, predict = [], model.predict
+
+    def spy(query, **kwargs):
+        seen.append(given_basal("H9", len(model.feature_names_in_)))
+        return predict(query, **kwargs)
+
+    monkeypatch.setattr(model, "predict", spy)
+    monkeypatch.setattr(submission, "_BATCH", 1)
+    with pytest.warns(UnseenContextWarning, match="H9"):
+        write_submission(model, new, {"SRC": 6, "TET1": 4}, genes, tmp_path / "s.h5ad")
+    batches = [v for v in seen if v is not None]
+    assert len(batches) >= 2  # one call per target, besides the control means' calls
+    for value in batches:
+        np.testing.assert_allclose(value, expected, rtol=1e-6)

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from sktx._counts import prediction_output
 from sktx._params import Options, check_params
 from sktx._scoring import SCORE_DOC, delta_mse_score
-from sktx.context import warn_unseen
+from sktx.context import given_basal, warn_unseen
 from sktx.data import DataContractError, nonzero_level, prepare, pseudobulk, split_targets
 
 # The per-baseline modules take these from here too.
@@ -152,8 +152,14 @@ class _Baseline(RegressorMixin, BaseEstimator):
         info, _, X = self._read_input(adata, training=False)
         types = info.cell_types if info.cell_types is not None else np.full(adata.n_obs, _ALL)
         unseen = sorted(set(types[~info.is_control].tolist()) - set(self.control_profiles_.index))
-        # a cell type never fitted: its query cells (its controls) give its control profile
-        new_ctrl = {ct: np.asarray(X[types == ct].mean(0)).ravel() for ct in unseen}
+        # a cell type never fitted: its query cells (its controls) give its control
+        # profile, unless the caller gives the mean of all of them (chunked calls)
+        new_ctrl = {}
+        for ct in unseen:
+            given = given_basal(ct, X.shape[1])
+            if given is None:
+                given = np.asarray(X[types == ct].mean(0)).ravel()
+            new_ctrl[ct] = given
         warn_unseen(
             unseen,
             fitted=self.control_profiles_.index,

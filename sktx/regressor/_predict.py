@@ -11,7 +11,7 @@ import torch
 
 from sktx._counts import prediction_output
 from sktx._scoring import SCORE_DOC, delta_mse_score
-from sktx.context import warn_unseen
+from sktx.context import given_basal, warn_unseen
 from sktx.data import BackedRows, CellGroups, DataContractError, split_targets
 from sktx.nn import predict_cells
 from sktx.regressor._context import ACTION, context_means, transfer, unseen_contexts
@@ -172,8 +172,13 @@ class PredictMixin:
             for j, ct in enumerate(groups.cell_types):
                 if ct in seen:
                     basal[j] = state.ctrl_means[seen[ct]]
-            # an unseen cell type: all its query cells (its controls) estimate its mean
+            # an unseen cell type: all its query cells (its controls) estimate its mean,
+            # unless the caller gives the mean of all of them (chunked calls)
             new = context_means(Xq, groups, set(groups.cell_types) - set(seen))
+            for ct in new:
+                given = given_basal(ct, Xq.shape[1])
+                if given is not None:
+                    new[ct] = given
             for j, ct in enumerate(groups.cell_types):
                 if ct in new:
                     basal[j] = new[ct]

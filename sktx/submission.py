@@ -245,7 +245,7 @@ def write_submission(
     """
     import anndata as ad
 
-    from sktx._counts import predict_output
+    from sktx._counts import model_keys, predict_output
     from sktx.context import unseen_context_basal, unseen_control_means
     from sktx.model_selection import make_query
 
@@ -266,7 +266,10 @@ def write_submission(
     names = sorted(set(contexts.tolist())) if contexts is not None else [None]
     targets = list(wanted)
     # an unseen context starts from the mean of all its controls, not of one batch's
-    with unseen_context_basal(unseen_control_means(model, data, data.contexts)):
+    means = {}
+    if model_keys(model).get("cell_type_key") is not None:
+        means = unseen_control_means(model, data, data.contexts)
+    with unseen_context_basal(means):
         for ct in names:
             ctx = data if ct is None else data[np.flatnonzero(contexts == ct)]
             for start in range(0, len(targets), _BATCH):

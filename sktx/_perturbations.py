@@ -161,10 +161,9 @@ def predict_perturbations(
 
     # an unseen context starts from the mean of all its controls, not of one chunk's
     means = {}
-    if keys.get("cell_type_key") is not None:
+    if info.cell_types is not None:
         rows = np.flatnonzero(info.is_control)
-        cts = controls.obs[keys["cell_type_key"]].astype(str).to_numpy()[rows]
-        means = unseen_control_means(model, controls[rows], cts)
+        means = unseen_control_means(model, controls[rows], info.cell_types[rows])
     with unseen_context_basal(means):
         pred = _assemble(model, queries(), n_rows, sampler, all_genes)
     return _annotate(pred, controls, key, keys)

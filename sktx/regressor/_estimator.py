@@ -298,7 +298,8 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
 
     def get_default_callbacks(self):
         callbacks = list(super().get_default_callbacks())
-        callbacks.append(("early_stopping", _EarlyStopping()))  # idle unless switched on
+        # always there, idle with early_stopping=False (read when training starts)
+        callbacks.append(("early_stopping", _EarlyStopping()))
         from sktx.callbacks import TrainingProgress
 
         # bars in terminals and notebooks (not in logs or CI); `callbacks__progress=None` drops it

@@ -174,11 +174,10 @@ class PredictMixin:
                     basal[j] = state.ctrl_means[seen[ct]]
             # an unseen cell type: all its query cells (its controls) estimate its mean,
             # unless the caller gives the mean of all of them (chunked calls)
-            new = context_means(Xq, groups, set(groups.cell_types) - set(seen))
-            for ct in new:
-                given = given_basal(ct, Xq.shape[1])
-                if given is not None:
-                    new[ct] = given
+            unseen = set(groups.cell_types) - set(seen)
+            given = {ct: given_basal(ct, Xq.shape[1]) for ct in unseen}
+            new = {ct: v for ct, v in given.items() if v is not None}
+            new.update(context_means(Xq, groups, unseen - set(new)))
             for j, ct in enumerate(groups.cell_types):
                 if ct in new:
                     basal[j] = new[ct]

@@ -39,14 +39,22 @@ PARAMS = dict(
 
 
 def query(adata):
-    """Control cells relabelled with every perturbation of ``adata`` (one query per label)."""
+    """Control cells relabelled with perturbations ``adata`` does not hold.
+
+    New combinations of its singles and measured genes it never perturbed: a fitted
+    perturbation is predicted as its own fitted delta, so only unseen ones show what the
+    networks (their precision, their processes) predict.
+    """
     import anndata as ad
 
     ctrl = adata[adata.obs["target_gene"] == "non-targeting"]
+    fitted = [c for c in adata.obs["target_gene"].cat.categories if c != "non-targeting"]
+    singles = [c for c in fitted if "+" not in c]
+    pairs = [f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in fitted]
+    targets = {t for c in fitted for t in c.split("+")}
+    never = [g for g in adata.var_names if g not in targets]
     parts = []
-    for label in adata.obs["target_gene"].cat.categories:
-        if label == "non-targeting":
-            continue
+    for label in pairs[:4] + never[:3]:
         part = ctrl.copy()
         part.obs["target_gene"] = label
         parts.append(part)

@@ -86,18 +86,41 @@ def test_counts_and_log1p_inputs_agree(sim, fitted):
 def test_untrained_model_predicts_the_mean_baseline(sim):
     # max_epochs=0: the zero-initialised residual leaves the baseline
     model = small(max_epochs=0, validation_fraction=0.0).fit(sim)
-    label = "G00001"  # a single perturbation
+    label = "G00001"
     q = query_for(sim, label)
     deltas = model.predict_deltas(q).loc[label].to_numpy()
     state = model.fitted_state_
     start = model._effects(state)[None]
-    # its start (sktx/regressor/_start.py): leave-one-out if fitted, else predicted
-    expected = start.loo[start.rows[label]] if label in start.rows else start.predict([label])
-    # clipping at 0 only ever raises values, so predicted >= baseline on average
-    assert np.corrcoef(deltas, expected)[0, 1] > 0.95
-    # the start is the typical effect (the mean of the others) moved towards similar targets
-    others = [i for i, lab in enumerate(state.delta_labels) if lab != label]
-    assert np.corrcoef(deltas, state.deltas[others].mean(0))[0, 1] > 0.8
+    # a measured gene never perturbed: its start (sktx/regressor/_start.py); clipping at
+    # 0 only ever raises values, so predicted >= baseline on average
+    assert label not in start.rows
+    assert np.corrcoef(deltas, start.predict([label]))[0, 1] > 0.95
+    # the start is the typical effect (the mean of the fitted ones) moved towards similar
+    # targets
+    assert np.corrcoef(deltas, state.deltas.mean(0))[0, 1] > 0.8
+
+
+def test_a_fitted_perturbation_is_predicted_as_fitted_without_a_residual(sim):
+    # in-sample, trained or not, the model gives back what it was shown, as the
+    # baselines do, not a leave-one-out start plus a residual
+    from sktx.baselines import AdditiveBaseline
+
+    joint = AdditiveBaseline(effects="joint", cells="controls").fit(sim)
+    untrained = small(max_epochs=0, validation_fraction=0.0).fit(sim)
+    # one network, no validation split: the residual is not shrunk away
+    trained = small(max_epochs=3, crossfit=0, validation_fraction=0.0, lr=1e-2).fit(sim)
+    fitted = untrained.train_perturbations_[0]
+    seen = untrained.train_perturbations_
+    singles = [lab for lab in seen if "+" not in lab]
+    new = next(f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in seen)
+    q = query_for(sim, fitted)
+    ref = joint.predict(q).X.mean(0)
+    for model in (untrained, trained):
+        np.testing.assert_allclose(model.predict(q).X.mean(0), ref, atol=1e-4)
+    # a perturbation it did not fit still gets the networks' residual
+    qn = query_for(sim, new)
+    assert trained.residual_scale_ == 1.0
+    assert not np.allclose(trained.predict_deltas(qn), untrained.predict_deltas(qn), atol=1e-4)
 
 
 def test_bf16_close_to_fp32(sim):
@@ -189,6 +212,35 @@ def test_warm_start_across_gene_counts():
     model.set_params(warm_start=False)
     model.partial_fit(small_data)
     assert len(model.history_) == 4 and len(model.genes_) == 60
+
+
+def test_fine_tune_a_model_pretrained_on_another_screen():
+    # pretrain on a screen with two cell types, then fine-tune on another one with other
+    # genes, other obs keys and no cell types (docs/model.md, "Pretraining on other screens")
+    pre_data = make_perturbseq(
+        n_cells=600, n_genes=50, n_perturbations=4, n_cell_types=2, random_state=2
+    )
+    other = make_perturbseq(n_cells=400, n_genes=70, n_perturbations=5, random_state=3)
+    other.obs = other.obs.rename(columns={"target_gene": "guide_target"})
+    labels = other.obs["guide_target"].astype(str)
+    other.obs["guide_target"] = labels.where(labels != CTRL, "ctrl")
+    model = small(cell_type_key="cell_type", crossfit=0).fit(pre_data)
+    pretrained = {k: v.clone() for k, v in model.module_.state_dict().items() if torch.is_tensor(v)}
+    n_pre = len(model.history_)
+    model.set_params(
+        warm_start=True, perturbation_key="guide_target", control_label="ctrl",
+        cell_type_key=None, max_epochs=0,
+    )  # fmt: skip
+    model.fit(other)
+    kept = model.module_.state_dict()
+    assert all(torch.equal(pretrained[k], kept[k]) for k in pretrained)  # starts from them
+    assert model.genes_ == list(other.var_names) and model.fitted_state_.cell_types == ["all"]
+    model.set_params(max_epochs=1).fit(other)
+    assert len(model.history_) == n_pre + 1
+    assert any(not torch.equal(pretrained[k], model.module_.state_dict()[k]) for k in pretrained)
+    q = other[(other.obs["guide_target"] == "ctrl").to_numpy()].copy()
+    q.obs["guide_target"] = model.train_perturbations_[0]
+    assert model.predict(q).shape == (q.n_obs, 70)
 
 
 def test_cell_types_and_score():

@@ -223,7 +223,7 @@ class CrossfitMixin:
         finally:
             state.residual_scale = saved
         if per_gene:
-            base = np.stack([self._baseline(lab, ct, state) for lab, ct in group_keys])
+            base = np.stack([self._baseline(lab, ct, state, loo=False) for lab, ct in group_keys])
             deltas = base + state.gene_scale * (deltas - base)
         return deltas, scales
 

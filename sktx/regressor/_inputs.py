@@ -52,26 +52,37 @@ class InputsMixin:
         self._effects_memo = (state, out)
         return out
 
-    def _baseline(self, label: str, ct: str, state) -> np.ndarray:
+    def _baseline(self, label: str, ct: str, state, *, loo: bool = True) -> np.ndarray:
         """What the residual is added to: the start (:mod:`sktx.regressor._start`).
 
         Per-target effects are fitted jointly on the pseudobulk deltas of every
         fitted single and combination (:func:`sktx._effects.fit_target_effects`),
         so a target seen only inside combinations still gets an effect; a target
         never fitted gets the typical effect moved towards its most similar
-        fitted targets and shrunk, by factors fitted leave-one-out. A fitted
-        label gets its leave-one-label-out start (its own delta never enters
-        its baseline, so training learns what the start misses on unseen
-        perturbations); an unseen cell type uses all cell types pooled.
+        fitted targets and shrunk, by factors fitted leave-one-out. A label
+        fitted in cell type ``ct`` gets, with ``loo`` (training inputs), its
+        leave-one-label-out start (its own delta never enters its baseline, so
+        training learns what the start misses on unseen perturbations) and,
+        without it (prediction), its own fitted pseudobulk delta, as every
+        baseline predicts a fitted perturbation. An unseen cell type uses all
+        cell types pooled.
         """
         effects = self._effects(state)
         start = effects.get(ct, effects[None])
         if label in start.rows:
-            return start.loo[start.rows[label]].astype(np.float32)
+            if loo:
+                return start.loo[start.rows[label]].astype(np.float32)
+            if self._is_fitted(label, ct, state):
+                return start.observed[start.rows[label]].astype(np.float32)
         targets = split_targets(label, self.control_label) or [label]
         return start.predict(targets).astype(np.float32)
 
-    def _group_inputs(self, label: str, ct: str, state) -> dict:
+    def _is_fitted(self, label: str, ct: str, state) -> bool:
+        """Whether ``label`` was fitted in the (fitted) cell type ``ct``."""
+        start = self._effects(state).get(ct) if ct in state.cell_types else None
+        return start is not None and label in start.rows
+
+    def _group_inputs(self, label: str, ct: str, state, *, loo: bool = True) -> dict:
         targets = split_targets(label, self.control_label) or [label]
         mask = np.zeros(len(state.genes), dtype=np.float32)
         for t in targets:
@@ -79,7 +90,7 @@ class InputsMixin:
             if g is not None:
                 mask[g] = 1.0
         return {
-            "baseline": self._baseline(label, ct, state),
+            "baseline": self._baseline(label, ct, state, loo=loo),
             "target_mask": mask,
             "pert_hash": hash_genes(targets),
             "pert_feat": gene_features(targets, state),

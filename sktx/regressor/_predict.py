@@ -71,14 +71,20 @@ class PredictMixin:
         return X, labels, is_control, cts, state
 
     def _predict_delta(self, group_keys, basal, state):
-        """Predicted (delta, log_scale) for groups given their basal means."""
+        """Predicted (delta, log_scale) for groups given their basal means.
+
+        A perturbation fitted in its cell type is predicted as its own fitted
+        pseudobulk delta, without a residual (as every baseline predicts it): the
+        networks learnt to correct the start of perturbations they had not seen
+        (their training baselines are leave-one-label-out).
+        """
         module = self._bare_module
         module.eval()
         deltas, scales = [], []
         with torch.no_grad(), _threads(self.n_jobs):
             for s in range(0, len(group_keys), self.batch_size):
                 keys = group_keys[s : s + self.batch_size]
-                inputs = [self._group_inputs(lab, ct, state) for lab, ct in keys]
+                inputs = [self._group_inputs(lab, ct, state, loo=False) for lab, ct in keys]
                 for i, (lab, ct) in enumerate(keys):
                     if ct not in state.cell_types:  # zero-shot: effects of the fitted contexts
                         tr = transfer(self, state).predict(lab, basal[s + i])
@@ -86,8 +92,13 @@ class PredictMixin:
                 Xi = self._module_inputs(inputs, basal[s : s + self.batch_size], state)
                 with self._autocast():
                     d, ls = module(**Xi)
-                # shrink the learned residual by the factor fitted on validation sets
-                alpha = state.residual_scale
+                # shrink the learned residual by the factor fitted out of fold; none for
+                # a fitted perturbation
+                alpha = torch.tensor(
+                    [0.0 if self._is_fitted(lab, ct, state) else state.residual_scale
+                     for lab, ct in keys],
+                    dtype=torch.float32, device=d.device,
+                )[:, None]  # fmt: skip
                 d = Xi["baseline"] + alpha * (d.float() - Xi["baseline"])
                 deltas.append(d.float().cpu().numpy())
                 scales.append(ls.float().cpu().numpy())

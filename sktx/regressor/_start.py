@@ -206,6 +206,8 @@ class Start:
         Weight of the neighbours' departure (per gene by default).
     shrink : float
         The shrinkage ``c`` of the unseen part.
+    observed : ndarray of shape (n_labels, n_genes) or None
+        Each fitted label's own pseudobulk delta (what predicting it gives back).
     """
 
     fx: object
@@ -215,6 +217,7 @@ class Start:
     shrink: float
     similarity: TargetSimilarity | None = None
     n_neighbors: int = N_NEIGHBORS
+    observed: np.ndarray | None = None
 
     def _knn_departure(self, targets: list[str], exclude: set) -> np.ndarray:
         """Sum over ``targets`` of the weighted mean ``specific`` of their neighbours."""
@@ -286,6 +289,7 @@ def fit_start(
         for t in set(ts):
             count[t] = count.get(t, 0) + 1
     start = Start(fx, dict(rows), np.asarray(fx.loo, np.float64), 0.0, 1.0, similarity, n_neighbors)
+    start.observed = np.asarray(deltas)
     n = len(labels)
     if n == 0 or fx.loo_shared is None:
         return start

@@ -222,21 +222,22 @@ def best_baseline(entry: dict) -> list[str]:
     return [n for n in names if np.isclose(vcc[n], top, rtol=0, atol=1e-9)]
 
 
-def compare(entry: dict, model: str = MODEL) -> dict:
+def compare(entry: dict, model: str = MODEL, metrics=None) -> dict:
     """The model vs the best baseline *on each metric*: win, tie or loss per metric.
 
     Paired over folds: the difference model - baseline per fold (sign-corrected so that
     positive is better) is a win or a loss when its mean is more than two standard
     errors (std over folds / sqrt(folds)) away from 0, else a tie (exact equality is a
-    tie too).
+    tie too). ``metrics``: ``(key, lower_is_better)`` pairs, by default DES, PDS, MAE
+    and the VCC score.
     """
     out = {}
     names = [n for n in BASELINE_NAMES if n in entry["models"]]
     if model not in entry["models"] or not names:
         return out
-    for _, key, lower in METRICS:
-        if key not in VERDICT_METRICS:
-            continue
+    if metrics is None:
+        metrics = [(key, lower) for _, key, lower in METRICS if key in VERDICT_METRICS]
+    for key, lower in metrics:
         means = {n: _values(entry, n, key).mean() for n in names}
         best = min(means, key=means.get) if lower else max(means, key=means.get)
         diff = _values(entry, model, key) - _values(entry, best, key)

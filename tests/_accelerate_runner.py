@@ -38,6 +38,12 @@ PARAMS = dict(
 )
 
 
+def new_pairs(labels) -> list[str]:
+    """Combinations ``A+B`` of the singles in ``labels`` that are not themselves in it."""
+    singles = [c for c in labels if "+" not in c]
+    return [f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in labels]
+
+
 def query(adata):
     """Control cells relabelled with perturbations ``adata`` does not hold.
 
@@ -49,8 +55,7 @@ def query(adata):
 
     ctrl = adata[adata.obs["target_gene"] == "non-targeting"]
     fitted = [c for c in adata.obs["target_gene"].cat.categories if c != "non-targeting"]
-    singles = [c for c in fitted if "+" not in c]
-    pairs = [f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in fitted]
+    pairs = new_pairs(fitted)
     targets = {t for c in fitted for t in c.split("+")}
     never = [g for g in adata.var_names if g not in targets]
     parts = []

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _accelerate_runner import new_pairs
 from sklearn.base import clone
 
 from sktx.data import DataContractError, log_normalize
@@ -110,9 +111,7 @@ def test_a_fitted_perturbation_is_predicted_as_fitted_without_a_residual(sim):
     # one network, no validation split: the residual is not shrunk away
     trained = small(max_epochs=3, crossfit=0, validation_fraction=0.0, lr=1e-2).fit(sim)
     fitted = untrained.train_perturbations_[0]
-    seen = untrained.train_perturbations_
-    singles = [lab for lab in seen if "+" not in lab]
-    new = next(f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in seen)
+    new = new_pairs(untrained.train_perturbations_)[0]
     q = query_for(sim, fitted)
     ref = joint.predict(q).X.mean(0)
     for model in (untrained, trained):

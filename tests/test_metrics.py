@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from scipy.stats import mannwhitneyu
 
 from sktx.baselines import AdditiveBaseline, ControlBaseline, MeanBaseline
-from sktx.data import DataContractError, log_normalize
+from sktx.data import DataContractError, log_normalize, prepare
 from sktx.datasets import make_perturbseq
 from sktx.metrics import (
     PerturbationScorer,
@@ -200,6 +200,10 @@ def test_agrees_with_cell_eval(real, tmp_path):
     vcc = vcc_evaluate(pred, real, perturbation_key="target_gene", control_label=CTRL)
     assert vcc.score == pytest.approx(vcc_score(real, pred), abs=TOL_FLOAT)
     assert 0 < vcc.score < 1
+    # prepared data (what the scorers' real_and_predicted returns) are scored alike
+    keys = dict(perturbation_key="target_gene", control_label=CTRL)
+    again = vcc_evaluate(prepare(pred, **keys), prepare(real, **keys), **keys)
+    assert again.score == pytest.approx(vcc.score, abs=TOL_FLOAT)  # cell-eval float32
 
 
 def test_scorers_on_a_fitted_model(sim):

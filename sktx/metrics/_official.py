@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from sktx.metrics._input import check
@@ -52,12 +53,17 @@ def _cell_eval_rows(pred, real, pert_col, control_pert, profile, num_threads) ->
     return results.to_pandas()
 
 
-def _plain(adata, keys):
-    """A copy with only the needed obs columns as strings (cell-eval edits in place)."""
-    out = adata.copy()
-    out.obs = pd.DataFrame(
-        {k: adata.obs[k].astype(str).to_numpy() for k in keys}, index=adata.obs_names
-    )
+def _plain(data, perturbation_key: str, cell_type_key: str | None):
+    """A new AnnData of prepared cells for cell-eval (which edits its inputs in place).
+
+    log1p ``X`` and the canonical labels (and cell types) as the only ``obs`` columns,
+    so an AnnData, a counts matrix or a :class:`~sktx.PerturbationData` are scored alike.
+    """
+    out = data.to_adata()
+    cols = {perturbation_key: np.asarray(data.labels, dtype=str)}
+    if cell_type_key is not None:
+        cols[cell_type_key] = np.asarray(data.cell_types, dtype=str)
+    out.obs = pd.DataFrame(cols, index=out.obs_names)
     return out
 
 
@@ -84,10 +90,11 @@ def vcc_evaluate(
 
     Parameters
     ----------
-    pred, real : AnnData
-        Predicted and real log1p expression, same genes; both hold control
-        cells and the same perturbations. Not modified (copies are passed,
-        since cell-eval normalises in place).
+    pred, real : AnnData or PerturbationData
+        Predicted and real expression (log1p or counts, normalised as
+        :func:`sktx.prepare` does), same genes; both hold control cells and the
+        same perturbations. Not modified (new objects are passed, since
+        cell-eval normalises in place).
     perturbation_key : str, default="target_gene"
         Passed as cell-eval's ``pert_col`` (whose own default is ``"target"``).
     control_label : str, default="non-targeting"
@@ -130,15 +137,19 @@ def vcc_evaluate(
             "(or `pip install cell-eval`). The fast `sktx.metrics` functions do not need it."
         ) from err
 
-    keys = [k for k in (perturbation_key, cell_type_key) if k]
-    for obj in (pred, real):
-        check(
-            obj,
-            perturbation_key=perturbation_key,
-            control_label=control_label,
-            cell_type_key=cell_type_key,
+    pred, real = (
+        _plain(
+            check(
+                obj,
+                perturbation_key=perturbation_key,
+                control_label=control_label,
+                cell_type_key=cell_type_key,
+            ),
+            perturbation_key,
+            cell_type_key,
         )
-    pred, real = _plain(pred, keys), _plain(real, keys)
+        for obj in (pred, real)
+    )
     if cell_type_key is None:
         parts = {None: (pred, real)}
     else:

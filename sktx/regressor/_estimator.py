@@ -477,7 +477,6 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
             gene_sets=self.gene_sets,
             max_tokens=self.max_tokens,
         )
-        genes = state.genes
 
         self.precision_ = self._resolve_precision()
         previous = getattr(self, "fitted_state_", None) if warm else None
@@ -490,9 +489,9 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         self.fitted_state_ = state
         self._set_gene_tensors_(state)
         self.scaler_ = torch.amp.GradScaler(self._device().type, enabled=self.precision_ == "16")
-        self.genes_ = genes
-        self.feature_names_in_ = np.asarray(genes, dtype=object)
-        self.n_features_in_ = len(genes)
+        self.genes_ = state.genes
+        self.feature_names_in_ = np.asarray(state.genes, dtype=object)
+        self.n_features_in_ = len(state.genes)
         self.graph_ = graph
         self.train_perturbations_ = sorted({groups.labels[i] for i in train_ids})
         self.valid_perturbations_ = sorted(val_perts)

@@ -96,14 +96,9 @@ def fitted_contexts(model) -> set[str] | None:
 
     ``None`` when it cannot tell (then every context is treated as unseen).
     """
-    seen = set()
-    while id(model) not in seen:
-        seen.add(id(model))
-        steps = getattr(model, "steps", None)
-        if steps:
-            model = steps[-1][1]
-        elif getattr(model, "estimator_", None) is not None and not hasattr(model, "fitted_state_"):
-            model = model.estimator_  # ProgressiveFit
+    from sktx.pl._history import final_net  # the model inside a Pipeline / ProgressiveFit
+
+    model = final_net(model)
     state = getattr(model, "fitted_state_", None)
     if state is not None:
         return {str(c) for c in state.cell_types}

@@ -65,6 +65,8 @@ METRICS = [
 #: metrics of the wins/ties/losses statement (issue 18: DES, PDS, MAE and the VCC score)
 VERDICT_METRICS = ("des", "pds", "mae", "vcc")
 MODEL, START = "model", "model_0"
+#: the start of the 2026 edition (``start="knn"``: unshrunk neighbour effects)
+KNN_MODEL, KNN_START = "model_knn", "model_knn_0"
 
 
 def load(name: str):
@@ -124,6 +126,8 @@ def models(keys: dict, epochs: int | None = None) -> dict:
         "knn": lambda: b.KNNBaseline(gene_sets=[str(GO_BP), str(HALLMARK)], **fair),
         START: lambda: regressor(keys, 0),
         MODEL: lambda: regressor(keys, epochs),
+        KNN_START: lambda: regressor(keys, 0, start="knn"),
+        KNN_MODEL: lambda: regressor(keys, epochs, start="knn"),
     }
 
 
@@ -137,6 +141,8 @@ LABELS = {
     "knn": 'KNNBaseline(GO BP + Hallmark, cells="controls")',
     START: "PerturbationRegressor, 0 epochs (its untrained start)",
     MODEL: "PerturbationRegressor (defaults)",
+    KNN_START: 'PerturbationRegressor(start="knn"), 0 epochs',
+    KNN_MODEL: 'PerturbationRegressor(start="knn")',
 }
 BASELINE_NAMES = ("control", "mean", "additive", "additive_joint", "linear", "knn")
 

@@ -38,6 +38,9 @@ VARIANTS = {
     "l1": dict(knn=True, shrink="l1"),  # global alpha, c by absolute error
     "gene": dict(knn="gene", shrink=True),  # alpha per gene
     "gene_l1": dict(knn="gene", shrink="l1"),  # the default
+    "a1": dict(knn=1.0, shrink=False),  # the KNN baseline's rule (alpha = c = 1)
+    "a1_l1": dict(knn=1.0, shrink="l1"),  # alpha = 1, c by absolute error
+    "a05_l1": dict(knn=0.5, shrink="l1"),
 }
 
 

@@ -35,7 +35,7 @@ import warnings
 import anndata as ad
 import numpy as np
 from _common import SHARED, write_result
-from bench_quality import BASELINE_NAMES, MODEL, START, compare, models
+from bench_quality import BASELINE_NAMES, KNN_MODEL, KNN_START, MODEL, START, compare, models
 
 import sktx
 from sktx._counts import predict_output
@@ -86,6 +86,8 @@ NAMES = {
     "knn": "KNNBaseline + GO BP, Hallmark",
     START: "PerturbationRegressor, untrained start",
     MODEL: "PerturbationRegressor (defaults)",
+    KNN_START: 'PerturbationRegressor(start="knn"), untrained',
+    KNN_MODEL: 'PerturbationRegressor(start="knn")',
 }
 KEYS_2026 = [*VCC2026_METRICS, "score"]
 COLUMNS = ["data", "split", "model", *[SHORT[m] for m in VCC2026_METRICS], "score", "cell-eval2 s"]
@@ -148,18 +150,22 @@ def run_dataset(name: str) -> tuple[list, dict]:
         rows.append([name, how, NAMES[model_name], *cells, res["cell_eval2_s"]])
     if len(splits) > 1:
         entry["verdicts"] = {
-            m: compare(entry, m, metrics=[(k, False) for k in KEYS_2026]) for m in (MODEL, START)
-        }
-        gain = [a["score"] - b["score"] for a, b in zip(
-            entry["models"][MODEL]["per_fold"], entry["models"][START]["per_fold"], strict=True
-        )]  # fmt: skip
-        entry["training_gain"] = {"mean": float(np.mean(gain)), "per_fold": gain}
+            m: compare(entry, m, metrics=[(k, False) for k in KEYS_2026]) for m in NAMES
+            if m in (MODEL, START, KNN_MODEL, KNN_START)
+        }  # fmt: skip
+        entry["training_gain"] = {}
+        for trained, start in ((MODEL, START), (KNN_MODEL, KNN_START)):
+            gain = [a["score"] - b["score"] for a, b in zip(
+                entry["models"][trained]["per_fold"], entry["models"][start]["per_fold"],
+                strict=True,
+            )]  # fmt: skip
+            entry["training_gain"][trained] = {"mean": float(np.mean(gain)), "per_fold": gain}
     return rows, entry
 
 
-def statement(entry: dict) -> str:
-    """Where the default model wins, ties and loses against the best baseline, per metric."""
-    verdict = entry["verdicts"][MODEL]
+def statement(entry: dict, model: str = MODEL) -> str:
+    """Where ``model`` wins, ties and loses against the best baseline, per metric."""
+    verdict = entry["verdicts"][model]
     parts = []
     for key in KEYS_2026:
         v = verdict[key]
@@ -168,8 +174,11 @@ def statement(entry: dict) -> str:
             f"{label}: {v['verdict']} ({v['model']:.3f} vs {v['baseline_value']:.3f} "
             f"{NAMES[v['baseline']]})"
         )
-    gain = entry["training_gain"]["mean"]
-    return "; ".join(parts) + f". Training adds {gain:+.3f} to the 2026 score over the start."
+    gain = entry["training_gain"][model]["mean"]
+    return (
+        f"{NAMES[model]}: " + "; ".join(parts)
+        + f". Training adds {gain:+.3f} to the 2026 score over its start."
+    )  # fmt: skip
 
 
 def main(argv=None) -> None:
@@ -184,7 +193,11 @@ def main(argv=None) -> None:
         rows += new
         extra[name] = entry
     held = [n for n in extra if "verdicts" in extra[n]]
-    summary = " ".join(f"{n} (held out, mean over folds): {statement(extra[n])}" for n in held)
+    summary = "\n\n".join(
+        f"{n} (held out, mean over folds): {statement(extra[n], m)}"
+        for n in held
+        for m in (MODEL, KNN_MODEL)
+    )
     write_result(
         "vcc2026",
         title="2026 score (cell-eval2 vcc2026, scaled: 0 = mean-response baseline, "

@@ -122,6 +122,34 @@ def test_a_fitted_perturbation_is_predicted_as_fitted_without_a_residual(sim):
     assert not np.allclose(trained.predict_deltas(qn), untrained.predict_deltas(qn), atol=1e-4)
 
 
+def test_start_knn_is_the_knn_baseline_and_is_kept_with_the_fit(sim, tmp_path):
+    # start="knn", untrained, predicts an unseen target as KNNBaseline does (same
+    # gene sets, control co-expression, neighbours, joint effects); the start is
+    # stored with the fit, so set_params alone does not change a fitted model
+    from sktx.baselines import KNNBaseline
+
+    targets = sorted({t for t in sim.obs["target_gene"].unique() if "+" not in t} - {CTRL})
+    held = targets[0]
+    train = sim[~sim.obs["target_gene"].str.contains(held).to_numpy()].copy()
+    sets = {"s1": targets[:3], "s2": targets[3:6], "s3": [targets[0], targets[6]]}
+    knn = KNNBaseline(gene_sets=sets, cells="controls").fit(train)
+    model = small(gene_sets=sets, max_epochs=0, start="knn").fit(train)
+    shrunk = small(gene_sets=sets, max_epochs=0).fit(train)
+    q = query_for(sim, held)
+    ref = np.asarray(knn.predict(q).X.mean(0)).ravel()
+    np.testing.assert_allclose(model.predict(q).X.mean(0), ref, atol=1e-4)
+    assert np.abs(shrunk.predict(q).X.mean(0) - ref).max() > 1e-2
+    assert model.fitted_state_.start == "knn" and shrunk.fitted_state_.start == "shrunk"
+    before = shrunk.predict_deltas(q)
+    shrunk.set_params(start="knn")
+    np.testing.assert_array_equal(shrunk.predict_deltas(q), before)
+    f = tmp_path / "params.pt"
+    model.save_params(f_params=f)
+    fresh = small(gene_sets=sets).initialize()
+    fresh.load_params(f_params=f)
+    np.testing.assert_allclose(fresh.predict_deltas(q), model.predict_deltas(q), atol=1e-6)
+
+
 def test_bf16_close_to_fp32(sim):
     q = query_for(sim, "G00003")
     a = small(precision="32").fit(sim)

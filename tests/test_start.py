@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from sktx._effects import _design, _ridge, fit_target_effects
 from sktx.regressor._start import TargetSimilarity, fit_start, neighbour_weights
@@ -174,3 +175,40 @@ def test_a_loaded_model_needs_no_gene_set_file(tmp_path):
     loaded, _ = _persist.load(path)
     np.testing.assert_array_equal(loaded.predict(q).X, expected)
     assert loaded.fitted_state_.set_genes == sorted({*fitted[:3], "NEWGENE"})
+
+
+def test_correlation_within_groups_and_constant_genes():
+    # pooled within-group correlation = correlation of the group-centred cells; a
+    # constant gene correlates with nothing (its round-off once gave +-1)
+    from sktx.baselines._knn import _correlation
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 6)
+    X[:, 3] = 0.1
+    groups = np.repeat([0, 1, 2], 20)
+    shifted = X + 5.0 * groups[:, None]
+    centred = shifted.copy()
+    for k in range(3):
+        centred[groups == k] -= shifted[groups == k].mean(0)
+    cols = np.array([0, 2, 3])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = np.nan_to_num(np.corrcoef(centred.T)[:, cols])
+        plain = np.nan_to_num(np.corrcoef(X.T)[:, cols])
+    for r in (ref, plain):  # numpy keeps round-off of the constant gene
+        r[3], r[:, 2] = 0.0, 0.0
+    for M in (shifted, sp.csr_matrix(shifted)):
+        np.testing.assert_allclose(_correlation(M, cols, groups), ref, atol=1e-10)
+    np.testing.assert_allclose(_correlation(sp.csr_matrix(X), cols), plain, atol=1e-12)
+    assert not _correlation(X, cols)[3].any() and not _correlation(X, cols)[:, 2].any()
+
+
+def test_similarity_reads_the_stored_control_correlation():
+    # co-expression from the stored correlation (not the PCA loadings), clipped at 0;
+    # a fitted target with no stored column counts as no co-expression
+    genes = ["A", "B", "C"]
+    loadings = np.eye(3)  # orthogonal: the cosine would say 0 everywhere
+    corr = np.array([[1.0, 0.6], [0.6, 1.0], [-0.4, 0.2]])
+    sim = TargetSimilarity(False, genes, loadings, 0.5, coexpression=(["A", "B"], corr))
+    np.testing.assert_allclose(sim(["C", "A"], ["A", "B", "C"]), [[0, 0.1, 0], [0.5, 0.3, 0]])
+    old = TargetSimilarity(False, genes, loadings, 0.5)
+    assert not old(["C", "A"], ["B"]).any()

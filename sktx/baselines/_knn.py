@@ -35,24 +35,37 @@ def _membership(gene_sets: dict[str, list[str]]) -> tuple[pd.Index, sp.csr_matri
     return genes, M
 
 
-def _correlation(X, columns: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every column of ``X`` with ``X[:, columns]`` (0 if constant)."""
+def _correlation(X, columns: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Pearson correlation of every column of ``X`` with ``X[:, columns]`` (0 if constant).
+
+    ``groups`` (an integer code per row): centred within each group, i.e. the
+    pooled within-group correlation (several cell types' controls, without the
+    differences between cell types).
+    """
     n = X.shape[0]
+    codes = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups, np.int64)
+    counts = np.bincount(codes).astype(np.float64)
+    onehot = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(len(counts), n))
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float64)
-        mean = np.asarray(X.mean(axis=0)).ravel()
         cross = np.asarray((X.T @ X[:, columns]).todense()) / n
-        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        sq = np.asarray(X.multiply(X).sum(axis=0)).ravel() / n
+        sums = np.asarray((onehot @ X).todense())
     else:
         X = np.asarray(X, dtype=np.float64)
-        mean = X.mean(axis=0)
         cross = X.T @ X[:, columns] / n
         sq = (X**2).mean(axis=0)
-    cov = cross - np.outer(mean, mean[columns])
-    std = np.sqrt(np.clip(sq - mean**2, 0.0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = cov / np.outer(std, std[columns])
-    return np.nan_to_num(np.clip(corr, -1.0, 1.0), nan=0.0, posinf=0.0, neginf=0.0)
+        sums = onehot @ X
+    # group means m_k: sum_k n_k m_k m_k' is what centring within groups removes
+    means = sums / np.maximum(counts, 1)[:, None]
+    weighted = means * (counts / n)[:, None]
+    cov = cross - weighted.T @ means[:, columns]
+    var = sq - (weighted * means).sum(axis=0)
+    # a constant column leaves round-off of its mean square: no correlation
+    std = np.where(var > 1e-12 * sq, np.sqrt(np.clip(var, 0.0, None)), 0.0)
+    scale = np.outer(std, std[columns])
+    corr = np.divide(cov, scale, out=np.zeros_like(cov), where=scale > 0)
+    return np.clip(corr, -1.0, 1.0)
 
 
 @doc_params

@@ -36,6 +36,7 @@ _CONSTRAINTS = {
     "attention": Options("sparse", "dense"),
     "validation_fraction": Real(0, 1, closed="left"),
     "residual_shrinkage": Options("global", "gene"),
+    "start": Options("shrunk", "knn"),
     "basal": Options("fitted", "query"),
     "early_stopping": Options(True, False, "auto"),
     "on_unknown_target": Options("error", "warn"),
@@ -50,10 +51,9 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
     expression + a target flag); tokens attend to ``n_neighbors`` neighbours
     on a gene graph (shared gene sets + co-expression). The network runs once
     per *set* of cells and predicts a per-gene change that is added, as a
-    residual, to a baseline: additive per-target effects fitted jointly on all
-    training singles and combinations (``AdditiveBaseline(effects="joint")``;
-    an unseen single gets the typical target effect, ``A+B`` the sum of its
-    targets' effects, learned from combinations too). The residual head
+    residual, to a start: additive per-target effects fitted jointly on all
+    training singles and combinations (``AdditiveBaseline(effects="joint")``),
+    an unseen target's from its most similar fitted targets (see ``start``). The residual head
     starts at zero, so an untrained model is the baseline and training can
     only add what the data supports. Cells are predicted as
     control cell + predicted delta (clipped at zero).
@@ -108,8 +108,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         ``"dense"`` (all genes attend to all) exists for benchmark comparison.
     distributional_loss : float, default=0.0
         Weight of an energy-distance term between predicted and observed cells;
-        0 trains on the pseudobulk-delta loss alone. 1.0 lost to 0 on Datlinger
-        2017 Jurkat (3-fold VCC 0.193 vs 0.268, ``benchmarks/bench_tuning.py``).
+        0 trains on the pseudobulk-delta loss alone (1.0 lost, docs/model.md).
     crossfit : int, default=3
         Cross-fitted networks: the fitted perturbations are split into
         ``crossfit`` folds; network ``j`` trains on the other folds,
@@ -126,6 +125,12 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         fitted on the same out-of-fold perturbations and shrunk towards the
         global one (``fitted_state_.gene_scale``; a prediction-time choice,
         ``set_params`` on a fitted model takes effect without refitting).
+    start : {"shrunk", "knn"}, default="shrunk"
+        How the start predicts a target never fitted: the typical effect moved
+        towards similar fitted targets and shrunk, by factors fitted for the
+        absolute error (``"shrunk"``: the 2025 MAE), or the mean effect of its
+        most similar fitted targets, unshrunk (``"knn"``: KNNBaseline's rule,
+        for the ranking and fold-change metrics of 2026; docs/model.md).
     validation_fraction : float, default=0.1
         With ``crossfit < 2``: fraction of perturbations held out (whole
         perturbations, never random cells) for ``valid_loss``; 0 disables
@@ -135,29 +140,22 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         cells of the query's cell type (for a cell type not seen in ``fit``,
         the mean of all its query cells; docs/zero_shot.md), or the mean of the query cells of each
         perturbation. Either way the query cells supply the cell-to-cell
-        variation. ``"fitted"`` removes the sampling noise of a query drawn
-        from the controls; use ``"query"`` when the query cells are a
-        different state (e.g. a subset or another batch) than the fitted controls.
+        variation. ``"fitted"`` removes the sampling noise of a query drawn from
+        the controls; ``"query"`` suits query cells in another state or batch.
     early_stopping : bool or "auto", default="auto"
         Stop when ``valid_loss`` has not improved for ``n_iter_no_change``
         epochs and restore the weights of the best epoch (skorch
         ``EarlyStopping(load_best=True)``). ``"auto"``: on whenever a
-        validation split exists. On held-out Norman K562 perturbations the
-        validation loss bottoms out after 4-7 epochs and then climbs while the
-        training loss keeps falling (the network memorises the training
-        perturbations), so this is on by default. Off scored higher on the
-        simulator (held-out VCC 0.304 vs 0.286) and level on Datlinger 2017,
-        but on Norman it cost DES (0.184 vs 0.189) and MAE (0.0074 vs 0.0071),
-        so it stays on (docs/model.md).
+        validation split exists (on held-out Norman K562 perturbations the
+        validation loss climbs after 4-7 epochs; measured in docs/model.md).
     n_iter_no_change : int, default=5
         Patience of ``early_stopping`` in epochs.
     layer : str, optional
         Read expression from this layer instead of ``X``.
     n_jobs : int, optional
         Torch CPU threads during ``fit``/``predict`` (restored afterwards);
-        ``None`` keeps torch's setting. On a shared machine, or inside a
-        parallel ``GridSearchCV``, ``n_jobs=1`` avoids thread oversubscription,
-        which was measured here to slow training by up to 10x.
+        ``None`` keeps torch's setting. In a parallel ``GridSearchCV`` use
+        ``n_jobs=1`` (oversubscription slowed training by up to 10x here).
     on_unknown_target : {"warn", "error"}, default="warn"
         What ``predict``/``score`` do with a target gene that has no embedding
         (not fitted, not in ``gene_sets``, never perturbed in training): warn
@@ -242,6 +240,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         distributional_loss: float = 0.0,
         crossfit: int = 3,
         residual_shrinkage: str = "global",
+        start: str = "shrunk",
         validation_fraction: float = 0.1,
         basal: str = "fitted",
         early_stopping: bool | str = "auto",
@@ -287,6 +286,7 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
         self.distributional_loss = distributional_loss
         self.crossfit = crossfit
         self.residual_shrinkage = residual_shrinkage
+        self.start = start
         self.validation_fraction = validation_fraction
         self.basal = basal
         self.early_stopping = early_stopping
@@ -476,8 +476,8 @@ class PerturbationRegressor(CrossfitMixin, PredictMixin, TrainingMixin, InputsMi
             n_neighbors=self.n_neighbors,
             gene_sets=self.gene_sets,
             max_tokens=self.max_tokens,
+            start=self.start,
         )
-
         self.precision_ = self._resolve_precision()
         previous = getattr(self, "fitted_state_", None) if warm else None
         if not warm or not self.initialized_:

@@ -14,6 +14,10 @@ from sktx.regressor._state import N_FEATURES, gene_features
 __all__ = ["InputsMixin"]
 
 
+#: ``start`` -> how :func:`fit_start` fits ``alpha`` and ``c``
+_START = {"shrunk": {}, "knn": {"knn": 1.0, "shrink": False}}
+
+
 class InputsMixin:
     """Builds the tensors a :class:`~sktx.nn.GeneTokenModel` takes for groups of cells."""
 
@@ -24,8 +28,9 @@ class InputsMixin:
         effects, unseen targets from similar fitted ones, both fitted on the
         state's deltas (so a loaded or unpickled model rebuilds the same start).
         """
+        how = state.start  # the start the model was fitted with, as its residual
         memo = getattr(self, "_effects_memo", None)
-        if memo is not None and memo[0] is state:
+        if memo is not None and memo[0] is state and memo[2] == how:
             return memo[1]
         fits = fit_by_cell_type(
             state.deltas,
@@ -35,8 +40,13 @@ class InputsMixin:
             pooled=True,
         )
         # the membership stored at fit time (models saved before it was stored: the files)
+        coexpr = None if state.coexpr is None else (state.coexpr_targets, state.coexpr)
         similarity = TargetSimilarity(
-            self.gene_sets, state.genes, state.pca, membership=state.membership()
+            self.gene_sets,
+            state.genes,
+            state.pca,
+            membership=state.membership(),
+            coexpression=coexpr,
         )
         cts = np.asarray(state.delta_cts, dtype=object)
         out = {}
@@ -47,9 +57,15 @@ class InputsMixin:
             ct_rows = np.arange(len(cts)) if ct is None else np.flatnonzero(cts == ct)
             labels = [state.delta_labels[j] for j in ct_rows]
             out[ct] = fit_start(
-                fx, rows, state.deltas[ct_rows], self.control_label, similarity, labels=labels
+                fx,
+                rows,
+                state.deltas[ct_rows],
+                self.control_label,
+                similarity,
+                labels=labels,
+                **_START[how],
             )
-        self._effects_memo = (state, out)
+        self._effects_memo = (state, out, how)
         return out
 
     def _baseline(self, label: str, ct: str, state, *, loo: bool = True) -> np.ndarray:

@@ -66,10 +66,13 @@ def set_membership(sets: dict) -> tuple[list[str] | None, sp.csr_matrix | None]:
 class TargetSimilarity:
     """Similarity of targets: gene-set Jaccard mixed with co-expression (KNNBaseline's rule).
 
-    ``s = (1 - w) * jaccard + w * max(cos, 0)`` when both targets are measured
-    genes, else ``jaccard``. Co-expression is the cosine of the genes' PCA
-    loadings (``FittedState.pca``: the top components of the fitted cells), a
-    low-rank estimate of their correlation that needs no cells at prediction.
+    ``s = (1 - w) * jaccard + w * max(corr, 0)`` when both targets are measured
+    genes, else ``jaccard``. ``corr`` is the correlation of the two genes in the
+    control cells (``coexpression``, stored at fit time for every gene against each
+    fitted target, so prediction needs no cells), as KNNBaseline's. Without it
+    (models saved before it was stored) it is the cosine of the genes' PCA
+    loadings, a low-rank estimate that overstates the correlation of genes the
+    top components barely explain.
 
     Parameters
     ----------
@@ -82,6 +85,9 @@ class TargetSimilarity:
     membership : tuple, optional
         ``(genes, matrix)`` as :func:`set_membership` returns it, instead of
         reading ``gene_sets``.
+    coexpression : tuple, optional
+        ``(targets, corr)``: ``corr[i, j]`` is the control-cell correlation of
+        ``genes[i]`` with fitted target ``targets[j]``.
 
     Examples
     --------
@@ -99,6 +105,7 @@ class TargetSimilarity:
         coexpression_weight=COEXPRESSION_WEIGHT,
         *,
         membership=None,
+        coexpression=None,
     ):
         # a fitted model passes the membership it stored at fit time, so predictions
         # never re-read the gene-set files (moved, edited or absent on another machine)
@@ -113,6 +120,20 @@ class TargetSimilarity:
         self._unit = np.divide(L, norm, out=np.zeros_like(L), where=norm > 0)
         self._gene_row = {g: i for i, g in enumerate(genes)}
         self.w = float(coexpression_weight)
+        self._corr = self._corr_col = None
+        if coexpression is not None and len(coexpression[0]):
+            self._corr = np.asarray(coexpression[1])
+            self._corr_col = {t: j for j, t in enumerate(coexpression[0])}
+
+    def _coexpression(self, rows: np.ndarray, fitted: list[str]) -> np.ndarray:
+        """``max(corr, 0)`` of measured genes ``rows`` with measured ``fitted`` targets."""
+        if self._corr is None:
+            fg = np.array([self._gene_row[t] for t in fitted])
+            return np.clip(self._unit[rows] @ self._unit[fg].T, 0.0, None)
+        cols = np.array([self._corr_col.get(t, -1) for t in fitted])
+        out = np.clip(self._corr[np.ix_(rows, np.maximum(cols, 0))], 0.0, None)
+        out[:, cols < 0] = 0.0  # a measured target not fitted: no co-expression stored
+        return out
 
     def __call__(self, queries: list[str], fitted: list[str]) -> np.ndarray:
         """Similarity matrix of shape (len(queries), len(fitted))."""
@@ -134,9 +155,9 @@ class TargetSimilarity:
             fg = np.array([self._gene_row.get(t, -1) for t in fitted])
             qm, fm = np.flatnonzero(qg >= 0), np.flatnonzero(fg >= 0)
             if len(qm) and len(fm):
-                cos = np.clip(self._unit[qg[qm]] @ self._unit[fg[fm]].T, 0.0, None)
+                corr = self._coexpression(qg[qm], [fitted[j] for j in fm])
                 block = np.ix_(qm, fm)
-                S[block] = (1 - self.w) * S[block] + self.w * cos
+                S[block] = (1 - self.w) * S[block] + self.w * corr
         return S
 
 
@@ -249,7 +270,7 @@ def fit_start(
     *,
     n_neighbors: int = N_NEIGHBORS,
     labels: list[str] | None = None,
-    knn: bool | str = "gene",
+    knn: bool | str | float = "gene",
     shrink: bool | str = "l1",
 ) -> Start:
     """Fit ``alpha`` and ``c`` leave-one-label-out (closed form) and the training starts.
@@ -272,7 +293,7 @@ def fit_start(
     knn : {"gene", True, False}, default="gene"
         ``alpha`` per gene (least squares per gene, shrunk towards the global
         factor as :func:`~sktx.regressor._crossfit.gene_residual_scale` does),
-        one global ``alpha`` (True), or 0 (False).
+        one global ``alpha`` (True), 0 (False), or this fixed ``alpha`` (a float).
     shrink : {"l1", True, False}, default="l1"
         ``c`` minimising the absolute error (the MAE metric's loss; a weighted
         median), the squared error (True), or 1 (False).
@@ -311,7 +332,9 @@ def fit_start(
     if u.any():
         r = (d - seen_part - typical)[u]
         start.alpha = least_squares_factor(r, depart[u], 0.0) if knn else 0.0
-        if knn == "gene" and np.any(depart[u]):
+        if isinstance(knn, float):
+            start.alpha = knn
+        elif knn == "gene" and np.any(depart[u]):
             # per gene, shrunk towards the global factor (the residual scale's rule)
             sums = np.stack([(r * depart[u]).sum(0), (depart[u] ** 2).sum(0)])
             start.alpha = gene_residual_scale(sums).astype(np.float64)

@@ -18,7 +18,13 @@ import torch
 
 from sktx.data import group_means, nonzero_level, split_targets
 from sktx.genesets import read_gene_sets
-from sktx.graph import build_gene_graph, gene_set_embedding, hash_genes, pca_gene_loadings
+from sktx.graph import (
+    _PCA_MAX_CELLS,
+    build_gene_graph,
+    gene_set_embedding,
+    hash_genes,
+    pca_gene_loadings,
+)
 
 __all__ = [
     "N_FEATURES",
@@ -65,6 +71,14 @@ class FittedState:
         Gene-set membership (upper-case genes x sets, CSR without values) read
         at fit time, for the start's target similarity
         (:mod:`sktx.regressor._start`); empty without gene sets.
+    coexpr_targets : list of str
+        Fitted targets that are measured genes.
+    coexpr : ndarray of shape (n_genes, len(coexpr_targets)) or None
+        Correlation of every gene with each of them in the control cells
+        (centred per cell type), for the start's target similarity; None in
+        models saved before it was stored (the PCA loadings stand in).
+    start : str
+        The ``start`` of the fit (``"shrunk"`` in models saved before it existed).
     tokens : ndarray or None
         Indices (into ``genes``, ascending) of the genes the network runs on when
         the panel has more than ``max_tokens`` genes; None: all genes.
@@ -97,6 +111,9 @@ class FittedState:
     set_genes: list = field(default_factory=list)
     set_indptr: np.ndarray | None = None
     set_indices: np.ndarray | None = None
+    coexpr_targets: list = field(default_factory=list)
+    coexpr: np.ndarray | None = None
+    start: str = "shrunk"
     members: list = field(default_factory=list, repr=False, compare=False)
     gene_scale: np.ndarray | None = field(default=None, repr=False, compare=False)
     gene_row: dict = field(init=False, repr=False, compare=False)
@@ -246,6 +263,27 @@ def gene_loadings(X, is_control, random_state) -> np.ndarray:
     return pca_gene_loadings(X, _N_PCA, rows=rows, random_state=random_state)
 
 
+def control_coexpression(X, data, genes, targets) -> tuple[list[str], np.ndarray]:
+    """``(measured targets, corr)``: every gene's correlation with them in the controls.
+
+    Pearson correlation over the control cells (at most 4,000, drawn with a fixed
+    seed, as the PCA's), centred within each cell type (KNNBaseline's co-expression,
+    pooled over cell types), float32 of shape (n_genes, n_measured_targets).
+    """
+    from sktx.baselines._knn import _correlation
+
+    row = {g: i for i, g in enumerate(genes)}
+    measured = [t for t in targets if t in row]
+    ctrl = np.flatnonzero(data.is_control)
+    if not measured or len(ctrl) < 2:
+        return [], np.zeros((len(genes), 0), dtype=np.float32)
+    if len(ctrl) > _PCA_MAX_CELLS:
+        ctrl = np.sort(np.random.RandomState(0).choice(ctrl, _PCA_MAX_CELLS, replace=False))
+    _, codes = np.unique(np.asarray(data.contexts)[ctrl], return_inverse=True)
+    corr = _correlation(X[ctrl], np.array([row[t] for t in measured]), codes)
+    return measured, corr.astype(np.float32)
+
+
 def _pca(X, genes, rng, is_control):
     """``(raw loadings, scale)`` of the panel: shared ones (``shared_loadings``) or a PCA."""
     seed = rng.randint(2**31 - 1)  # drawn either way: the later draws stay the same
@@ -258,7 +296,9 @@ def _pca(X, genes, rng, is_control):
     return pca, float(np.sqrt(np.mean(pca**2))) or 1.0
 
 
-def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_tokens=None):
+def build_state(
+    X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_tokens=None, start="shrunk"
+):
     """Fit the gene features, graph and baseline inputs of one ``fit`` call.
 
     Parameters
@@ -278,6 +318,8 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
         Prior knowledge for graph edges and embeddings.
     max_tokens : int or None
         At most this many genes for the network (:func:`choose_tokens`).
+    start : {"shrunk", "knn"}
+        The regressor's ``start`` (stored: predictions use the start it was fitted with).
 
     Returns
     -------
@@ -328,6 +370,8 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
     from sktx.regressor._start import set_membership
 
     set_genes, M = set_membership(sets)  # the sets read above, not the files again
+    fitted_targets = sorted({t for lab in groups.labels for t in split_targets(lab, control)})
+    coexpr_targets, coexpr = control_coexpression(X, data, genes, fitted_targets)
     state = FittedState(
         genes=genes,
         prior_genes=list(prior_genes),
@@ -347,6 +391,9 @@ def build_state(X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_
         set_genes=set_genes or [],
         set_indptr=np.zeros(1, np.int64) if M is None else M.indptr.astype(np.int64),
         set_indices=np.zeros(0, np.int64) if M is None else M.indices.astype(np.int64),
+        coexpr_targets=coexpr_targets,
+        coexpr=coexpr,
+        start=start,
     )
     # features read the state's own gene/prior rows, so they are filled in last
     state.gene_feat = gene_features(genes, state)

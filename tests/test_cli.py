@@ -115,6 +115,7 @@ def test_python_dash_m():
         (["train", "--data", "demo", "--out", "x", "--phases", "500,100"], "--phases"),
         (["train", "--data", "demo", "--out", "x", "--phases", "a,b"], "--phases"),
         (["train", "--data", "demo", "--out", "x", "--precision", "8"], "--precision"),
+        (["train", "--data", "demo", "--out", "x", "--start", "mean"], "--start"),
         (["demo", "--bogus"], "No such option: --bogus"),
         (["evaluate", "--real", "a.h5ad"], "Missing option '--pred'"),
         (["frobnicate"], "No such command"),
@@ -413,3 +414,26 @@ def test_ctrl_c_flag_does_not_outlive_the_run(sim_file, tmp_path, monkeypatch):
     assert _estimator._STATE["interrupted"] is False
     stop = _estimator._StopAfterCtrlC()
     stop.on_train_begin(None)  # would raise KeyboardInterrupt with a stale flag
+
+
+def test_start_option_reaches_the_model_and_old_checkpoints_resume():
+    # --start is passed to the regressor; a checkpoint written before the option
+    # existed ran with the default and resumes with it, but not with another start
+    from sktx.cli._app import BadInput
+    from sktx.cli._estimator import _build_estimator
+    from sktx.cli._rundir import check_resume
+    from sktx.cli._runner import TrainConfig
+
+    for start in ("shrunk", "knn"):
+        pipe = _build_estimator(TrainConfig(data="demo", out="unused", start=start), quiet=True)
+        assert pipe.named_steps["model"].start == start
+    fingerprint = {"cells": 10, "genes": 5}  # the data fingerprint: the same data
+    old = TrainConfig(data="demo", out="x").as_json()
+    del old["start"]
+    saved = {"config": old, "data": fingerprint}
+    check_resume(
+        saved, {"config": TrainConfig(data="demo", out="x").as_json(), "data": fingerprint}
+    )
+    knn = TrainConfig(data="demo", out="x", start="knn").as_json()
+    with pytest.raises(BadInput, match="--start 'knn'"):
+        check_resume(saved, {"config": knn, "data": fingerprint})

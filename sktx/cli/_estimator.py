@@ -94,6 +94,7 @@ def _build_estimator(cfg: TrainConfig, quiet: bool):
         callbacks=callbacks,
         # Score every held-out perturbation; unembeddable targets are named in the report.
         on_unknown_target="warn",
+        start=cfg.start,
         **({"gene_sets": list(cfg.gene_sets)} if cfg.gene_sets else {}),
     )
     select = _make(GeneSelector, n_genes=cfg.genes, random_state=cfg.seed, **keys)

@@ -208,10 +208,15 @@ RESUME_FIXED = (
     "checkpointing",
     "seed",
     "gene_sets",
+    "start",
     "perturbation_key",
     "control_label",
     "cell_type_key",
 )
+
+
+#: options newer than some checkpoints -> the value those checkpoints ran with
+ADDED_LATER = {"start": "shrunk"}
 
 
 def _flag(name: str) -> str:
@@ -229,6 +234,8 @@ def check_resume(saved: dict, now: dict) -> None:
             "with; start a new run with --overwrite"
         )
     old, new = saved.get("config") or {}, now.get("config") or {}
+    # options added later are absent from older checkpoints: those ran with the default
+    old = {**ADDED_LATER, **old}
     changed = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
     if changed:
         what = ", ".join(f"{_flag(k)} {new.get(k)!r} (checkpoint: {old.get(k)!r})" for k in changed)

@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     baselines: bool = True
     gene_sets: list[str] | None = None
+    start: str = "shrunk"
     keys: Keys = field(default_factory=Keys)
     name: str = ""
     model_name: str = ""

@@ -25,7 +25,7 @@ from sktx.cli._app import (
     app,
 )
 from sktx.cli._io import _CHECKPOINT_FILE, _MODEL_FILE, DEMO, Keys, _gene_set_paths, _keys_for
-from sktx.cli._rundir import RESUME_FIXED
+from sktx.cli._rundir import ADDED_LATER, RESUME_FIXED
 from sktx.cli._runner import TrainConfig, run_experiment
 
 # Options --resume takes from the checkpoint unless given (--epochs may extend the run).
@@ -96,6 +96,7 @@ def _saved_config(out: Path) -> dict:
 
 def _resumed(cfg: TrainConfig, saved: dict, given: set[str]) -> TrainConfig:
     """``cfg`` with the checkpoint's options where the user gave none; conflicts refused."""
+    saved = {**ADDED_LATER, **saved}  # options older checkpoints ran with by default
     now = cfg.as_json()
     conflicts = [k for k in RESUME_FIXED if k in given and now.get(k) != saved.get(k)]
     if conflicts:
@@ -199,6 +200,14 @@ def train(
         bool, typer.Option("--baselines/--no-baselines", help="Also score the baselines.")
     ] = True,
     gene_sets: GeneSets = None,
+    start: Annotated[
+        str,
+        typer.Option(
+            "--start",
+            help="How an unseen target starts: shrunk (best 2025 MAE) or knn (its most similar "
+            "fitted targets' effects, unshrunk: the 2026 metrics). See docs/model.md.",
+        ),
+    ] = "shrunk",
     resume: Annotated[
         bool,
         typer.Option(
@@ -215,6 +224,8 @@ def train(
     """Train a model with held-out perturbations; save model, config, metrics and report."""
     if precision not in ("auto", "32", "bf16", "16"):
         raise BadInput(f"--precision: choose auto, 32, bf16 or 16, got {precision!r}")
+    if start not in ("shrunk", "knn"):
+        raise BadInput(f"--start: choose shrunk or knn, got {start!r}")
     saved = _saved_config(out) if resume else None
     if data is None:
         if saved is None:
@@ -235,6 +246,7 @@ def train(
         seed=seed,
         baselines=baselines,
         gene_sets=_gene_set_paths(gene_sets),
+        start=start,
         keys=_keys_for(data, perturbation_key, control_label, cell_type_key, quiet=quiet),
     )
     if saved is not None:

@@ -16,7 +16,9 @@ index of shared gene-set membership mixed with co-expression), where
   mean baseline's ``K / (K + 1)`` does), which is what the mean absolute error
   rewards when unseen effects are mostly noise around the typical one.
 
-Both are fitted in closed form by least squares over the fitted labels, each
+The regressor's ``start="knn"`` fixes ``alpha = c = 1`` (``knn=1.0, shrink=False``:
+KNNBaseline's rule), which the 2026 metrics reward; the default ``"shrunk"`` fits
+both, in closed form by least squares over the fitted labels, each
 predicted leave-one-out: a target seen only in label ``i`` is unseen in the fit
 without ``i``, so label ``i``'s start is its leave-one-label-out additive
 prediction with those targets replaced as above (the typical effect of the fit

@@ -174,11 +174,11 @@ def statement(entry: dict, model: str = MODEL) -> str:
             f"{label}: {v['verdict']} ({v['model']:.3f} vs {v['baseline_value']:.3f} "
             f"{NAMES[v['baseline']]})"
         )
-    gain = entry["training_gain"][model]["mean"]
-    return (
-        f"{NAMES[model]}: " + "; ".join(parts)
-        + f". Training adds {gain:+.3f} to the 2026 score over its start."
-    )  # fmt: skip
+    text = f"{NAMES[model]}: " + "; ".join(parts) + "."
+    if model in entry["training_gain"]:
+        gain = entry["training_gain"][model]["mean"]
+        text += f" Training adds {gain:+.3f} to the 2026 score over its start."
+    return text
 
 
 def main(argv=None) -> None:
@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     summary = "\n\n".join(
         f"{n} (held out, mean over folds): {statement(extra[n], m)}"
         for n in held
-        for m in (MODEL, KNN_MODEL)
+        for m in (MODEL, KNN_START, KNN_MODEL)
     )
     write_result(
         "vcc2026",

@@ -28,9 +28,8 @@ class InputsMixin:
         effects, unseen targets from similar fitted ones, both fitted on the
         state's deltas (so a loaded or unpickled model rebuilds the same start).
         """
-        how = state.start  # the start the model was fitted with, as its residual
         memo = getattr(self, "_effects_memo", None)
-        if memo is not None and memo[0] is state and memo[2] == how:
+        if memo is not None and memo[0] is state:
             return memo[1]
         fits = fit_by_cell_type(
             state.deltas,
@@ -63,9 +62,9 @@ class InputsMixin:
                 self.control_label,
                 similarity,
                 labels=labels,
-                **_START[how],
+                **_START[state.start],  # the start the residual was trained on
             )
-        self._effects_memo = (state, out, how)
+        self._effects_memo = (state, out)
         return out
 
     def _baseline(self, label: str, ct: str, state, *, loo: bool = True) -> np.ndarray:

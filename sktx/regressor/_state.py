@@ -266,9 +266,10 @@ def gene_loadings(X, is_control, random_state) -> np.ndarray:
 def control_coexpression(X, data, genes, targets) -> tuple[list[str], np.ndarray]:
     """``(measured targets, corr)``: every gene's correlation with them in the controls.
 
-    Pearson correlation over the control cells (at most 4,000, drawn with a fixed
-    seed, as the PCA's), centred within each cell type (KNNBaseline's co-expression,
-    pooled over cell types), float32 of shape (n_genes, n_measured_targets).
+    Pearson correlation over the control cells (at most 4,000, drawn with seed 0, so
+    it does not move with the fit's ``random_state``), centred within each cell type
+    (KNNBaseline's co-expression, pooled over cell types), float32 of shape
+    (n_genes, n_measured_targets).
     """
     from sktx.baselines._knn import _correlation
 

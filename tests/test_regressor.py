@@ -194,6 +194,8 @@ def test_bad_parameters(sim):
         small(precision="8").fit(sim)
     with pytest.raises(ValueError, match="validation_fraction"):
         small(validation_fraction=1.5).fit(sim)
+    with pytest.raises(ValueError, match="`start` must be 'shrunk' or 'knn', got 'mean'"):
+        small(start="mean").fit(sim)
     with pytest.raises(DataContractError, match="obs"):
         small(perturbation_key="nope").fit(sim)
 

@@ -333,10 +333,11 @@ def fit_start(
     u = has_unseen
     if u.any():
         r = (d - seen_part - typical)[u]
-        start.alpha = least_squares_factor(r, depart[u], 0.0) if knn else 0.0
-        if isinstance(knn, float):
+        if isinstance(knn, float):  # a fixed weight (start="knn"): nothing to fit
             start.alpha = knn
-        elif knn == "gene" and np.any(depart[u]):
+        else:
+            start.alpha = least_squares_factor(r, depart[u], 0.0) if knn else 0.0
+        if knn == "gene" and np.any(depart[u]):
             # per gene, shrunk towards the global factor (the residual scale's rule)
             sums = np.stack([(r * depart[u]).sum(0), (depart[u] ** 2).sum(0)])
             start.alpha = gene_residual_scale(sums).astype(np.float64)

@@ -302,3 +302,50 @@ def test_model_equals_the_permuted_layout_reference():
     assert torch.allclose(outs[0][0], outs[1][0], atol=1e-5)
     for name, g in outs[0][1].items():
         assert torch.allclose(g, outs[1][1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_basal_shift_defaults_to_zero_and_reaches_the_output():
+    torch.manual_seed(0)
+    m = GeneTokenModel(d_model=16, n_layers=1, n_features=6).eval()  # no id dropout
+    _perturb_head(m)
+    X = _inputs()
+    zero = m(**X, basal_shift=torch.zeros_like(X["basal"]))[0]
+    assert torch.equal(m(**X)[0], zero)
+    shifted = m(**X, basal_shift=torch.full_like(X["basal"], 0.5))[0]
+    assert (shifted - zero).abs().max() > 1e-4
+
+
+def test_weights_saved_before_the_basal_shift_load_and_predict_as_before():
+    # the first value layer used to take [basal, baseline]; such weights load with a
+    # zero column for the shift, which is 0 at prediction
+    torch.manual_seed(0)
+    m = GeneTokenModel(d_model=16, n_layers=1, n_features=6).eval()
+    _perturb_head(m)
+    old = {k: v.clone() if torch.is_tensor(v) else v for k, v in m.state_dict().items()}
+    old["value_enc.0.weight"] = old["value_enc.0.weight"][:, :2].clone()
+    with torch.no_grad():
+        m.value_enc[0].weight[:, 2] = 0.0
+    X = _inputs()
+    before = m(**X)[0]
+    fresh = GeneTokenModel(d_model=16, n_layers=1, n_features=6).eval()
+    fresh.load_state_dict(old)
+    assert fresh.value_enc[0].weight.shape == (16, 3)
+    assert torch.equal(fresh.value_enc[0].weight[:, 2], torch.zeros(16))
+    torch.testing.assert_close(fresh(**X)[0], before)
+
+
+def test_narrow_adam_moments_are_padded_to_the_weight():
+    from sktx.regressor._training import _pad_moments
+
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    opt = torch.optim.AdamW([w])
+    opt.state[w] = {
+        "step": torch.tensor(5.0),
+        "exp_avg": torch.ones(4, 2),
+        "exp_avg_sq": torch.ones(4, 2),
+    }
+    _pad_moments(opt)
+    assert opt.state[w]["exp_avg"].shape == (4, 3)
+    assert torch.equal(opt.state[w]["exp_avg_sq"][:, 2], torch.zeros(4))
+    w.grad = torch.ones(4, 3)
+    opt.step()  # would fail on a (4, 2) moment

@@ -404,3 +404,31 @@ def test_basal_fitted_makes_the_predicted_mean_independent_of_the_query_draw(sim
             fitted.predict(a)
     finally:
         fitted.set_params(basal="fitted")
+
+
+def test_training_sets_get_their_basal_shift_from_the_fitted_control_means():
+    # every training and validation set: its control mean + the shift = the fitted
+    # control mean of its own cell type (docs/model.md, "The basal shift")
+    from skorch.callbacks import Callback
+
+    seen = []
+
+    class Spy(Callback):
+        def on_batch_begin(self, net, batch=None, **kw):
+            seen.append((batch[0]["basal"].clone(), batch[0]["basal_shift"].clone()))
+
+    data = make_perturbseq(
+        n_cells=600, n_genes=40, n_perturbations=4, n_cell_types=2, random_state=2
+    )
+    model = small(cell_type_key="cell_type", crossfit=0, callbacks=[Spy()]).fit(data)
+    ctrl = torch.as_tensor(model.fitted_state_.ctrl_means)
+    assert len(ctrl) == 2 and seen
+    for basal, shift in seen:
+        assert shift.abs().max() > 0  # sampled controls miss the fitted mean
+        ref = basal + shift
+        # each row is one of the two fitted control means (float32 round-off)
+        dist = (ref[:, None, :] - ctrl[None]).abs().amax(-1)
+        assert bool((dist.min(1).values < 1e-5).all())
+    assert {
+        int(i) for b, s in seen for i in ((b + s)[:, None] - ctrl[None]).abs().amax(-1).argmin(1)
+    } == {0, 1}

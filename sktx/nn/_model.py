@@ -42,7 +42,8 @@ class GeneTokenModel(nn.Module):
 
     Token of gene ``g`` in sample ``b``::
 
-        t_bg = E[hash(g)] + W_f f_g + MLP([basal_bg, baseline_bg]) + e_target * is_target_bg
+        t_bg = E[hash(g)] + W_f f_g + MLP([basal_bg, baseline_bg, shift_bg])
+             + e_target * is_target_bg
 
     modulated by the perturbation (FiLM: ``t * (1 + gamma(p_b)) + beta(p_b)``, where
     ``p_b`` sums an MLP of the targets' hashed embeddings and features), then
@@ -50,6 +51,14 @@ class GeneTokenModel(nn.Module):
     zero-initialised head outputs a residual ``r_bg`` and a log-scale ``s_bg``:
     the predicted delta is ``baseline + r`` (so an untrained model *is* the
     baseline) and ``exp(s)`` rescales each cell's deviation from the set mean.
+
+    ``shift_bg`` (``basal_shift``) is how far the set's control mean lies from
+    the control mean a prediction starts from: in training, the fitted control
+    mean minus the mean of the set's sampled control cells; at prediction 0
+    (the default). Given it, the network can undo the sampling noise of a
+    training set's controls with one rule for every gene instead of learning
+    each gene's control level in its hashed embedding, which is slow and
+    worth nothing at prediction (docs/model.md, "The basal shift").
 
     Parameters
     ----------
@@ -107,7 +116,7 @@ class GeneTokenModel(nn.Module):
         nn.init.zeros_(self.gene_embedding.weight)
         self.feature_proj = nn.Linear(n_features, d_model)
         self.value_enc = nn.Sequential(
-            nn.Linear(2, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+            nn.Linear(3, d_model), nn.GELU(), nn.Linear(d_model, d_model)
         )
         self.target_flag = nn.Parameter(torch.randn(d_model) * 0.1)
         self.pert_mlp = nn.Sequential(
@@ -153,6 +162,15 @@ class GeneTokenModel(nn.Module):
     def set_extra_state(self, state):
         self.saved_state = state
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the basal shift (two value inputs) load with a zero
+        # weight on it: the shift is 0 at prediction, so they predict as before
+        key = prefix + "value_enc.0.weight"
+        w = state_dict.get(key)
+        if w is not None and w.ndim == 2 and w.shape[1] == 2:
+            state_dict[key] = torch.cat([w, w.new_zeros(w.shape[0], 1)], dim=1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _identity(self, hashes: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         return self.gene_embedding(hashes).sum(-2) + self.feature_proj(feats)
 
@@ -168,6 +186,7 @@ class GeneTokenModel(nn.Module):
         pert_feat: torch.Tensor,
         pert_mask: torch.Tensor,
         tokens: torch.Tensor | None = None,
+        basal_shift: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(delta, log_scale)``, each of shape (B, G), float32.
 
@@ -176,15 +195,18 @@ class GeneTokenModel(nn.Module):
         (B, T, F), ``pert_mask`` (B, T) for up to T targets per sample.
         ``tokens`` (N,) long, optional: the genes the network runs on (N <= G);
         the others keep ``baseline`` and a log-scale of 0. ``neighbors`` (N, K)
-        indexes the tokens (all G genes without ``tokens``).
+        indexes the tokens (all G genes without ``tokens``). ``basal_shift``
+        (B, G), optional: reference control mean minus ``basal`` (0 if omitted).
         """
         full = baseline
+        shift = torch.zeros_like(basal) if basal_shift is None else basal_shift
         if tokens is not None:
             gene_hash, gene_feat = gene_hash.index_select(0, tokens), gene_feat[tokens]
             basal, baseline = basal.index_select(1, tokens), baseline.index_select(1, tokens)
+            shift = shift.index_select(1, tokens)
             target_mask = target_mask.index_select(1, tokens)
         gene = self._identity(gene_hash, gene_feat)  # G, d
-        values = torch.stack([basal, baseline], dim=-1)
+        values = torch.stack([basal, baseline, shift], dim=-1)
         x = gene.unsqueeze(0) + self.value_enc(values)
         x = x + target_mask.unsqueeze(-1) * self.target_flag
 

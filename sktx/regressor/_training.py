@@ -40,10 +40,16 @@ class TrainingMixin:
     def get_loss(self, y_pred, y_true, X=None, training=False):
         return self.criterion_(y_pred, y_true)
 
-    def _batch(self, sb):
+    def _batch(self, sb, groups):
         state = self._state
         Xi = self._module_inputs([self._group_inputs_[g] for g in sb.groups], sb.basal, state)
         dev = self._device()
+        # the set's controls are a sample of the fitted ones: tell the network how far
+        # their mean is from the fitted mean (0 at prediction), so it need not learn
+        # every gene's control level to undo that noise (docs/model.md, "The basal shift")
+        ct_row = {c: i for i, c in enumerate(state.cell_types)}
+        ref = state.ctrl_means[[ct_row[groups.cell_types[g]] for g in sb.groups]]
+        Xi["basal_shift"] = torch.as_tensor(ref - sb.basal, device=dev)
         yi = {"basal": Xi["basal"], "target": torch.as_tensor(sb.target, device=dev)}
         if sb.control_cells is not None:
             yi["control_cells"] = torch.as_tensor(sb.control_cells, device=dev)
@@ -54,6 +60,7 @@ class TrainingMixin:
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         fit_params.pop("_routing_method", None)
         self.check_training_readiness()
+        _pad_moments(self.optimizer_)
         epochs = epochs if epochs is not None else self.max_epochs
         kw = {"dataset_train": X.train, "dataset_valid": X.valid}
         for _ in range(epochs):
@@ -67,7 +74,7 @@ class TrainingMixin:
                     continue
                 n_batches = 0
                 for sb in sampler:
-                    batch = self._batch(sb)
+                    batch = self._batch(sb, sampler.groups)
                     training = prefix == "train"
                     self.notify("on_batch_begin", batch=batch, training=training)
                     step = step_fn(batch, **fit_params)
@@ -94,6 +101,23 @@ class TrainingMixin:
             self.history.record("peak_rss_gb", _peak_rss_gb())
             self.notify("on_epoch_end", **kw)
         return self
+
+
+def _pad_moments(optimizer) -> None:
+    """Zero-pad optimizer moments saved for a narrower weight to the weight's shape.
+
+    A model saved before the basal shift input has a 2-column first value layer
+    (the module pads the weight on load); its Adam moments keep 2 columns. A
+    zero moment for the new column is what a fresh optimizer would hold.
+    """
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for k, v in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.ndim == p.ndim == 2 and v.shape[0] == p.shape[0]:
+                    if v.shape[1] < p.shape[1]:
+                        pad = v.new_zeros(v.shape[0], p.shape[1] - v.shape[1])
+                        optimizer.state[p][k] = torch.cat([v, pad], dim=1)
 
 
 @contextmanager

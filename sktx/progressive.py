@@ -91,7 +91,7 @@ def _shared_features(estimator, X, model, param, n_last, seed):
     from sklearn.pipeline import Pipeline
 
     from sktx.regressor import PerturbationRegressor
-    from sktx.regressor._state import gene_loadings, shared_loadings
+    from sktx.regressor._state import final_tokens, gene_loadings, shared_loadings
 
     if not isinstance(model, PerturbationRegressor):
         return nullcontext()
@@ -107,7 +107,9 @@ def _shared_features(estimator, X, model, param, n_last, seed):
     data = model._prepare(X, require_control=False)
     X32 = data.X32
     loadings = gene_loadings(X32, data.is_control, 0 if seed is None else seed)
-    return shared_loadings([str(g) for g in data.genes], loadings, X32.shape[0])
+    genes = [str(g) for g in data.genes]
+    tokens = final_tokens(X32, data, genes, model.max_tokens)
+    return shared_loadings(genes, loadings, X32.shape[0], tokens=tokens)
 
 
 def _sibling(param: str, name: str) -> str:

@@ -365,6 +365,35 @@ def test_shared_features_fit_the_pca_once_on_the_last_panel(data, monkeypatch, s
     assert pcas[-1] == 40
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_early_phases_train_only_genes_the_last_phase_runs_on(data, monkeypatch, shared):
+    # token cap 40 of 150 genes: with shared features an early phase's tokens are the
+    # last phase's tokens within its panel; each phase choosing its own (the panel's
+    # most-moved genes) trains genes the last phase drops. Cross-fitted (the default):
+    # no validation split, so the last phase's choice counts every perturbation, as
+    # the shared one does
+    states, _ = _phase_states(monkeypatch)
+    prog = ProgressiveFit(
+        _pipe(max_tokens=40, crossfit=3),
+        phases=(60, 150),
+        epochs_per_phase=1,
+        shared_features=shared,
+        random_state=0,
+    )
+    prog.fit(data)
+    small, full = states
+
+    def token_genes(state):
+        return {state.genes[i] for i in state.tokens}
+
+    last = token_genes(full)
+    assert len(last) == 40 and full.tokens is not None
+    if shared:
+        assert token_genes(small) == last & set(small.genes)
+    else:
+        assert not token_genes(small) <= last
+
+
 def test_shared_features_leave_the_last_phase_as_a_plain_fit(data):
     # one phase with shared features is a plain fit: ARPACK's loadings do not depend
     # on the seed here, and the seed the model would have used is still drawn

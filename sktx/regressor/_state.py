@@ -30,6 +30,7 @@ __all__ = [
     "N_FEATURES",
     "FittedState",
     "build_state",
+    "final_tokens",
     "gene_features",
     "gene_loadings",
     "shared_loadings",
@@ -224,8 +225,14 @@ _SHARED = contextvars.ContextVar("sktx_shared_loadings", default=None)
 
 
 @contextmanager
-def shared_loadings(genes, loadings, n_cells: int):
+def shared_loadings(genes, loadings, n_cells: int, tokens=None):
     """Within the block, ``build_state`` takes its PCA gene loadings from ``loadings``.
+
+    ``tokens`` (gene names, optional): the last phase's token genes. A fit on a
+    smaller panel then runs its network on the panel's genes among them, so every
+    gene an early phase trains is one the last phase runs on (a gene curriculum
+    whose phases each picked their own most-moved genes changed half of its
+    tokens at the last phase, docs/progressive.md).
 
     :class:`~sktx.ProgressiveFit` fits the PCA once on the last phase's panel and
     gives every phase the rows of its genes: no phase pays for a PCA, and a gene
@@ -244,7 +251,8 @@ def shared_loadings(genes, loadings, n_cells: int):
     loadings = np.asarray(loadings, dtype=np.float32)
     # the scale of the whole panel, so a gene's features do not change with the phase
     scale = float(np.sqrt(np.mean(loadings**2))) or 1.0
-    token = _SHARED.set((list(genes), row, loadings, scale, int(n_cells)))
+    final = None if tokens is None else frozenset(map(str, tokens))
+    token = _SHARED.set((list(genes), row, loadings, scale, int(n_cells), final))
     try:
         yield
     finally:
@@ -297,6 +305,44 @@ def _pca(X, genes, rng, is_control):
     return pca, float(np.sqrt(np.mean(pca**2))) or 1.0
 
 
+def _pseudobulk_deltas(X, data, groups):
+    """``(cell types with controls, their control means, every group's delta)``."""
+    labels, is_control, cts = data.labels, data.is_control, data.contexts
+    ct_names = sorted(set(cts[is_control].tolist()))
+    ct_code = {c: i for i, c in enumerate(ct_names)}
+    codes = np.full(len(labels), -1)
+    ctrl_code = np.array([ct_code.get(c, -1) for c in cts])
+    codes[is_control] = ctrl_code[is_control]
+    ctrl_means = group_means(X, codes, len(ct_names))
+    codes = np.full(len(labels), -1)
+    for j, rows in enumerate(groups.rows):
+        codes[rows] = j
+    means = group_means(X, codes, len(groups.rows))
+    deltas = np.stack(
+        [means[j] - ctrl_means[ct_code[ct]] for j, ct in enumerate(groups.cell_types)]
+    )
+    return ct_names, ctrl_means, deltas
+
+
+def final_tokens(X, data, genes, max_tokens) -> list[str] | None:
+    """The genes a fit on this panel runs its network on, every perturbation counted.
+
+    :func:`choose_tokens` over all fitted perturbations (a fit leaves its validation
+    ones out, so its own choice can differ by a few genes); None when every gene
+    fits, or when the data cannot be fitted (the fit then says why).
+    """
+    groups = data.groups
+    if max_tokens is None or len(genes) <= max_tokens or not groups.labels:
+        return None
+    if set(groups.cell_types) - set(data.contexts[data.is_control].tolist()):
+        return None
+    _, _, deltas = _pseudobulk_deltas(X, data, groups)
+    control = data.control_label
+    targets = sorted({t for lab in groups.labels for t in split_targets(lab, control)})
+    tokens = choose_tokens(deltas, range(len(groups.labels)), targets, genes, max_tokens)
+    return None if tokens is None else [genes[i] for i in tokens]
+
+
 def build_state(
     X, data, groups, train_ids, rng, *, n_neighbors, gene_sets, max_tokens=None, start="shrunk"
 ):
@@ -337,27 +383,17 @@ def build_state(
     # unit-norm rows -> entries of order one
     prior_emb = prior_emb * np.sqrt(_N_PRIOR)
 
-    # pseudobulk deltas of the fitted perturbations, per cell type
-    labels, is_control, cts = data.labels, data.is_control, data.contexts
-    ct_names = sorted(set(cts[is_control].tolist()))
-    ct_code = {c: i for i, c in enumerate(ct_names)}
-    codes = np.full(len(labels), -1)
-    ctrl_code = np.array([ct_code.get(c, -1) for c in cts])
-    codes[is_control] = ctrl_code[is_control]
-    ctrl_means = group_means(X, codes, len(ct_names))
     # The baseline is fitted on every fitted perturbation, validation ones included:
     # a perturbation's own baseline is the fit without it, so validation stays
     # honest, and the effects for unseen perturbations rest on all the data.
-    codes = np.full(len(labels), -1)
-    for j, rows in enumerate(groups.rows):
-        codes[rows] = j
-    means = group_means(X, codes, len(groups.rows))
-    deltas = np.stack(
-        [means[j] - ctrl_means[ct_code[ct]] for j, ct in enumerate(groups.cell_types)]
-    )
+    ct_names, ctrl_means, deltas = _pseudobulk_deltas(X, data, groups)
     control = data.control_label
     train_targets = sorted({t for i in train_ids for t in split_targets(groups.labels[i], control)})
     tokens = choose_tokens(deltas, train_ids, train_targets, genes, max_tokens)
+    shared = _SHARED.get()
+    if shared is not None and shared[5] and len(genes) < len(shared[0]):
+        keep = np.flatnonzero([g in shared[5] for g in genes])
+        tokens = keep.astype(np.int64) if 0 < len(keep) < len(genes) else None
     sub = slice(None) if tokens is None else tokens
     # the graph joins the genes the network runs on (cheaper too: its kNN is over them only)
     graph = build_gene_graph(

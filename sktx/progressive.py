@@ -188,7 +188,9 @@ class ProgressiveFit(MetaEstimatorMixin, BaseEstimator):
         on the last phase's panel, and give every phase the rows of its genes.
         A gene then has the same features in every phase, so what the feature
         projection learnt early still applies later, and no phase pays for its
-        own PCA. ``False``: each
+        own PCA. Under the model's ``max_tokens`` cap, a phase with a smaller
+        panel also runs its network only on the last phase's token genes within
+        its panel, so no phase trains a gene the last one drops. ``False``: each
         phase runs its own PCA over its panel (features differ between phases).
     reset_optimizer : bool, default=False
         Re-create the optimizer (fresh Adam moments and step count) at the

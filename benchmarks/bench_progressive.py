@@ -411,6 +411,12 @@ def main(argv=None):
         variants = {
             # the panel grows; phases at or above max_tokens (2048) run 2048 tokens
             "genes": dict(phases=(100, 1200, 2500, 5000), epochs_per_phase=_plan(early, 4)),
+            # each phase until its validation loss stops improving; and without the
+            # 2,500-gene phase, which costs as much per epoch as the last (token cap)
+            "genes (auto)": dict(phases=(100, 1200, 2500, 5000), epochs_per_phase="auto"),
+            "genes 100 -> 1200 -> 5000 (auto)": dict(
+                phases=(100, 1200, 5000), epochs_per_phase="auto"
+            ),
             # the panel stays whole (same PCA, graph genes, validation over 5,000 genes);
             # the network's tokens grow up to the model's default cap
             "tokens": dict(

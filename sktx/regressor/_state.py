@@ -220,7 +220,18 @@ def choose_tokens(deltas, train_rows, targets, genes, max_tokens):
     return np.sort(order).astype(np.int64)
 
 
-# (genes, raw loadings, n_cells) a ProgressiveFit hands every phase; see `shared_loadings`
+@dataclass(frozen=True)
+class _Shared:
+    """What a ProgressiveFit hands every phase (see `shared_loadings`)."""
+
+    genes: list[str]
+    row: dict[str, int]
+    loadings: np.ndarray
+    scale: float
+    n_cells: int
+    tokens: frozenset[str] | None
+
+
 _SHARED = contextvars.ContextVar("sktx_shared_loadings", default=None)
 
 
@@ -244,7 +255,7 @@ def shared_loadings(genes, loadings, n_cells: int, tokens=None):
     --------
     >>> import numpy as np
     >>> with shared_loadings(["A", "B"], np.ones((2, 16), np.float32), 10):
-    ...     _SHARED.get()[0]
+    ...     _SHARED.get().genes
     ['A', 'B']
     """
     row = {str(g): i for i, g in enumerate(genes)}
@@ -252,7 +263,7 @@ def shared_loadings(genes, loadings, n_cells: int, tokens=None):
     # the scale of the whole panel, so a gene's features do not change with the phase
     scale = float(np.sqrt(np.mean(loadings**2))) or 1.0
     final = None if tokens is None else frozenset(map(str, tokens))
-    token = _SHARED.set((list(genes), row, loadings, scale, int(n_cells), final))
+    token = _SHARED.set(_Shared(list(genes), row, loadings, scale, int(n_cells), final))
     try:
         yield
     finally:
@@ -297,10 +308,10 @@ def _pca(X, genes, rng, is_control):
     """``(raw loadings, scale)`` of the panel: shared ones (``shared_loadings``) or a PCA."""
     seed = rng.randint(2**31 - 1)  # drawn either way: the later draws stay the same
     shared = _SHARED.get()
-    if shared is not None and X.shape[0] == shared[4]:
-        rows = [shared[1].get(g) for g in genes]
+    if shared is not None and X.shape[0] == shared.n_cells:
+        rows = [shared.row.get(g) for g in genes]
         if None not in rows:
-            return shared[2][rows], shared[3]
+            return shared.loadings[rows], shared.scale
     pca = gene_loadings(X, is_control, seed)
     return pca, float(np.sqrt(np.mean(pca**2))) or 1.0
 
@@ -389,11 +400,13 @@ def build_state(
     ct_names, ctrl_means, deltas = _pseudobulk_deltas(X, data, groups)
     control = data.control_label
     train_targets = sorted({t for i in train_ids for t in split_targets(groups.labels[i], control)})
-    tokens = choose_tokens(deltas, train_ids, train_targets, genes, max_tokens)
     shared = _SHARED.get()
-    if shared is not None and shared[5] and len(genes) < len(shared[0]):
-        keep = np.flatnonzero([g in shared[5] for g in genes])
+    if shared is not None and shared.tokens and len(genes) < len(shared.genes):
+        # an early phase of a ProgressiveFit: the last phase's token genes in this panel
+        keep = np.flatnonzero([g in shared.tokens for g in genes])
         tokens = keep.astype(np.int64) if 0 < len(keep) < len(genes) else None
+    else:
+        tokens = choose_tokens(deltas, train_ids, train_targets, genes, max_tokens)
     sub = slice(None) if tokens is None else tokens
     # the graph joins the genes the network runs on (cheaper too: its kNN is over them only)
     graph = build_gene_graph(
